@@ -1,0 +1,47 @@
+import pytest
+import torch
+from torch import nn
+
+from xailab import utils
+
+
+def test_check_fraction_names_argument():
+    assert utils.check_fraction("fraction", 0.3) == 0.3
+    with pytest.raises(ValueError, match="fraction must be a fraction in \\[0, 1\\]"):
+        utils.check_fraction("fraction", 1.5)
+    with pytest.raises(ValueError, match="sparsity .*\\[0, 1\\)"):
+        utils.check_fraction("sparsity", 1.0, closed_right=False)
+
+
+def test_as_targets_checks_length_and_range():
+    assert utils.as_targets(2, 3).tolist() == [2, 2, 2]
+    with pytest.raises(ValueError, match="target must be an int or a tensor of 3"):
+        utils.as_targets([0, 1], 3)
+    with pytest.raises(ValueError, match="target must lie in \\[0, 3\\]"):
+        utils.as_targets([0, 4, 1], 3, num_classes=4)
+
+
+def test_preserved_state_restores_on_error():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+    model.eval()
+    with pytest.raises(RuntimeError):
+        with utils.preserved_state(model):
+            model.train()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            raise RuntimeError("boom")
+    assert not any(m.training for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_require_eval_refuses_train_mode():
+    model = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="train mode"):
+        utils.require_eval(model)
+    utils.require_eval(model.eval())
+
+
+def test_seeded_generator_is_reproducible():
+    a = torch.rand(4, generator=utils.seeded_generator(3))
+    b = torch.rand(4, generator=utils.seeded_generator(3))
+    assert torch.equal(a, b)

@@ -1,0 +1,1 @@
+"""xailab: a workbook for explaining neural networks."""

@@ -1,0 +1,93 @@
+"""Small helpers shared by every module: devices, argument checks, progress bars, mode guards.
+
+Nothing here has side effects on import.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None) picks CUDA when present, else CPU; anything else is passed to torch."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_fraction(name: str, value: float, *, closed_right: bool = True) -> float:
+    """Raise a clear error unless ``0 <= value <= 1`` (or ``< 1`` when ``closed_right=False``)."""
+    value = float(value)
+    ok = 0.0 <= value <= 1.0 if closed_right else 0.0 <= value < 1.0
+    if not ok:
+        interval = "[0, 1]" if closed_right else "[0, 1)"
+        raise ValueError(f"{name} must be a fraction in {interval}, got {value!r}")
+    return value
+
+
+def check_positive(name: str, value: float, *, integer: bool = False) -> float:
+    """Raise a clear error unless ``value > 0`` (and a whole number when ``integer``)."""
+    if integer and (isinstance(value, bool) or int(value) != value):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not value > 0:
+        kind = "a positive integer" if integer else "> 0"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def as_targets(target, n: int, num_classes: int | None = None, device=None) -> torch.Tensor:
+    """Turn an int or a length-``n`` sequence/tensor of class indices into a long tensor of length n.
+
+    Raises a ValueError naming ``target`` when its length or range is wrong.
+    """
+    t = torch.as_tensor(target, device=device).long()
+    if t.ndim == 0:
+        t = t.expand(n).clone()
+    if t.ndim != 1 or t.shape[0] != n:
+        raise ValueError(f"target must be an int or a tensor of {n} class indices, got shape {tuple(t.shape)}")
+    if num_classes is not None and n and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ValueError(f"target must lie in [0, {num_classes - 1}] for a model with {num_classes} outputs, "
+                         f"got values in [{int(t.min())}, {int(t.max())}]")
+    return t
+
+
+def progress(iterable: Iterable, enabled: bool = True, **kwargs) -> Iterator:
+    """A ``tqdm.auto`` progress bar when ``enabled``, the bare iterable otherwise."""
+    if not enabled:
+        return iter(iterable)
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(iterable, **kwargs))
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module):
+    """Restore the train/eval mode of every submodule and every parameter's ``requires_grad``
+    on exit, errors included."""
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def require_eval(model: nn.Module, what: str = "this method") -> None:
+    """Refuse a model left in train mode: dropout and batch statistics would make the result
+    depend on the batch and on chance."""
+    if any(m.training for m in model.modules()):
+        raise ValueError(f"model is in train mode; call model.eval() before {what} "
+                         "(dropout and batch-norm statistics would change the result)")
+
+
+def seeded_generator(seed: int, device=None) -> torch.Generator:
+    """A ``torch.Generator`` seeded with ``seed`` (on ``device``), so that no global RNG is touched."""
+    g = torch.Generator(device=resolve_device(device) if device is not None else "cpu")
+    g.manual_seed(int(seed))
+    return g
