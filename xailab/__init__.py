@@ -1,1 +1,28 @@
-"""xailab: a workbook for explaining neural networks."""
+"""xailab: a workbook for explaining neural networks.
+
+Submodules are imported on first use (``xailab.data``, ``xailab.attribution`` ...), so importing
+``xailab`` itself is cheap and has no side effects. ``xailab.attribute`` is the one shortcut.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "attribution", "claims", "data", "fullgrad", "generalization", "metrics", "models", "roar",
+    "spade", "train", "utils", "viz", "widgets", "workbook",
+}
+
+
+def attribute(model, x, target, method: str = "gradient", **options):
+    """Explain ``model``'s output ``target`` at ``x`` with the attribution method named ``method``."""
+    from xailab.attribution import attribute as _attribute
+
+    return _attribute(model, x, target, method=method, **options)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"xailab.{name}")
+    raise AttributeError(f"module 'xailab' has no attribute {name!r}")
