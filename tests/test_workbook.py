@@ -1,0 +1,87 @@
+"""The workbook runner on two tiny notebooks: one that reproduces its claim, one that fails."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from xailab import workbook
+
+
+def _notebook(path, body: str):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("quick = False\nseed = 0\ndevice = 'auto'\nscale = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny"), params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "xailab", "display_name": "xailab", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture()
+def books(tmp_path):
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    _notebook(src / "10_good.ipynb",
+              "from xailab import claims\n"
+              "claims.check('ROAR', 'quick is injected', holds=quick, value=scale * 2)\n")
+    _notebook(src / "20_bad.ipynb",
+              "from xailab import claims\n"
+              "claims.check('SPADE', 'an impossible claim', holds=False, value=seed)\n")
+    return src
+
+
+def test_runner_reports_claims_and_failures(books, tmp_path, capsys):
+    out = tmp_path / "build"
+    code = workbook.main(["--quick", "-p", "scale=21", "--notebooks", str(books), "--out", str(out)])
+    assert code == 1  # one notebook fails
+    printed = capsys.readouterr().out
+    assert "10_good ... ok" in printed and "20_bad ... FAILED" in printed
+    assert "ClaimFailed" in printed  # the failing cell's error is named
+
+    claims = json.loads((out / "claims.json").read_text())
+    assert [(c["notebook"], c["holds"], c["value"]) for c in claims] == [
+        ("10_good", True, "42"), ("20_bad", False, "0")]
+    table = (out / "claims.md").read_text()
+    assert "| ROAR | quick is injected | 42 | reproduced | 10_good |" in table
+    assert "FAILED" in table
+    index = (out / "index.html").read_text()
+    assert "10_good.html" in index and "20_bad.html" in index
+    for name in ("10_good", "20_bad"):
+        assert (out / f"{name}.ipynb").exists() and (out / f"{name}.html").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [n["ok"] for n in manifest["notebooks"]] == [True, False]
+    assert not list(out.glob("*.partial.*"))
+
+
+def test_only_selects_by_prefix_and_rejects_unknown(books, tmp_path):
+    out = tmp_path / "build"
+    assert workbook.main(["--quick", "--only", "10", "--notebooks", str(books), "--out", str(out)]) == 0
+    assert [c["notebook"] for c in json.loads((out / "claims.json").read_text())] == ["10_good"]
+    with pytest.raises(SystemExit, match="no notebook matches"):
+        workbook.main(["--only", "99", "--notebooks", str(books), "--out", str(out)])
+
+
+def test_parse_parameter_takes_literals_or_strings():
+    assert workbook.parse_parameter("n=3") == ("n", 3)
+    assert workbook.parse_parameter("quick=True") == ("quick", True)
+    assert workbook.parse_parameter("model=resnet") == ("model", "resnet")
+    with pytest.raises(Exception, match="key=value"):
+        workbook.parse_parameter("novalue")
+
+
+def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "claims.md"
+
+    class Boom(Exception):
+        pass
+
+    def failing_replace(src, dst):
+        raise Boom
+
+    monkeypatch.setattr(workbook.os, "replace", failing_replace)
+    with pytest.raises(Boom):
+        workbook.write_atomic(target, "half")
+    assert not target.exists()
+    workbook.clean_partials(tmp_path)
+    assert not list(tmp_path.iterdir())
