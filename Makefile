@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 QUICK  ?=
 
-.PHONY: setup workbook test bench lab clean
+.PHONY: setup setup-browser workbook test bench lab clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name xailab --display-name "Python (xailab)"
 	touch $(STAMP)
+
+# The browser test lane: Debian's Chromium (needs root and apt) and Playwright to drive it.
+setup-browser: setup
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(BIN)/pip install -q -e '.[dev,browser]'
 
 workbook: setup
 	$(BIN)/python -m xailab.workbook $(if $(QUICK),--quick) --out build
