@@ -1,0 +1,249 @@
+"""Properties of xailab.generalization: consistency metrics, operator norms, R_A, bound calculators."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from xailab import generalization as G
+
+
+def _rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- consistency
+
+def test_spearman_matches_scipy_with_ties():
+    a = torch.randint(0, 5, (3, 40), generator=torch.Generator().manual_seed(1)).double()
+    b = torch.randint(0, 5, (3, 40), generator=torch.Generator().manual_seed(2)).double()
+    got = G.consistency(a, b, "spearman", reduce=None)
+    for i in range(3):
+        rho = stats.spearmanr(a[i].numpy(), b[i].numpy()).statistic
+        assert got[i].item() == pytest.approx((1 + rho) / 2, abs=1e-12)
+
+
+def test_spearman_extremes_and_invariance():
+    a = _rand(4, 3, 8, 8).abs()
+    assert torch.allclose(G.consistency(a, 3 * a + 0, "spearman"), torch.ones(4, dtype=torch.float64))
+    flat = a.sum(1, keepdim=True)
+    rev = -flat  # reversed ranking, compared without taking absolute values
+    assert torch.allclose(G.consistency(flat, rev, "spearman", reduce=None), torch.zeros(4, dtype=torch.float64))
+    # monotone transforms of the relevance do not change a rank correlation
+    assert torch.allclose(G.consistency(flat, flat ** 3, "spearman"), torch.ones(4, dtype=torch.float64))
+
+
+def test_l2_is_scale_free_and_bounded():
+    a, b = _rand(5, 1, 6, 6, seed=1), _rand(5, 1, 6, 6, seed=2)
+    d = G.consistency(a, b, "l2", reduce=None)
+    assert torch.allclose(d, G.consistency(7 * a, 0.1 * b, "l2", reduce=None))
+    assert (d >= 0).all() and (d <= 2).all()
+    assert torch.allclose(G.consistency(a, -a, "l2", reduce=None), torch.full((5,), 2.0, dtype=torch.float64))
+    cos = G.consistency(a, b, "cosine", reduce=None)
+    assert torch.allclose(cos, 1 - d ** 2 / 2)
+    assert (G.consistency(a, b, "l2") <= math.sqrt(2) + 1e-12).all()  # abs maps are non-negative
+
+
+def test_topk_iou():
+    a = torch.arange(10.0).view(1, 10)
+    assert G.consistency(a, a, "topk", k=0.3).item() == 1.0
+    assert G.consistency(a, a.flip(1), "topk", k=0.3).item() == 0.0
+
+
+def test_consistency_rejects_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        G.consistency(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 5))
+    with pytest.raises(ValueError, match="metric"):
+        G.consistency(torch.zeros(2, 4), torch.zeros(2, 4), "kendall")
+
+
+def test_prediction_agreement():
+    a = torch.tensor([[1.0, 0], [0, 1], [1, 0], [0, 1]])
+    b = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1]])
+    assert G.prediction_agreement(a, b) == 0.75
+
+
+# ----------------------------------------------------------------------------- spectral norms
+
+CONVS = [
+    dict(in_channels=2, out_channels=3, kernel_size=3, padding=1),
+    dict(in_channels=2, out_channels=3, kernel_size=3, padding=1, stride=2),
+    dict(in_channels=3, out_channels=2, kernel_size=3, padding=0, stride=2),
+    dict(in_channels=2, out_channels=4, kernel_size=2, padding=1, stride=2, dilation=2),
+    dict(in_channels=4, out_channels=4, kernel_size=3, padding=1, groups=2),
+    dict(in_channels=2, out_channels=3, kernel_size=3, padding=1, padding_mode="reflect"),
+    dict(in_channels=2, out_channels=3, kernel_size=3, padding=1, stride=2, padding_mode="circular"),
+]
+
+
+@pytest.mark.parametrize("cfg", CONVS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items() if k != "in_channels"))
+@pytest.mark.parametrize("size", [(7, 7), (6, 5)])
+def test_conv_power_iteration_matches_dense_matrix(cfg, size):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(**cfg)
+    dense = G.conv_dense_matrix(conv, size)
+    # the dense matrix really is the layer without bias
+    x = _rand(1, cfg["in_channels"], *size, seed=3)
+    assert torch.allclose(dense @ x.flatten().double(), (conv(x) - conv.bias.view(1, -1, 1, 1)).flatten().double(), atol=1e-5)
+    exact = torch.linalg.matrix_norm(dense, ord=2).item()
+    got = G.conv_spectral_norm(conv, size, method="power")
+    assert got == pytest.approx(exact, rel=1e-4)
+
+
+def test_conv_fft_matches_dense_for_circular_padding():
+    torch.manual_seed(1)
+    for k, p in [(3, 1), (5, 2), (1, 0)]:
+        conv = nn.Conv2d(3, 2, k, padding=p, padding_mode="circular")
+        exact = G.conv_spectral_norm(conv, (6, 8), method="dense")
+        assert G.conv_spectral_norm(conv, (6, 8), method="fft") == pytest.approx(exact, rel=1e-9)
+        assert G.conv_spectral_norm(conv, (6, 8)) == pytest.approx(exact, rel=1e-9)  # auto picks fft
+    with pytest.raises(ValueError, match="circular"):
+        G.conv_spectral_norm(nn.Conv2d(1, 1, 3, padding=1), 5, method="fft")
+
+
+def test_operator_norm_differs_from_reshaped_kernel_norm():
+    # a 1x1-channel 3x3 all-ones kernel: reshaped-kernel norm 3, operator norm -> 9 on large inputs
+    conv = nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular", bias=False)
+    nn.init.ones_(conv.weight)
+    assert G.conv_spectral_norm(conv, 16) == pytest.approx(9.0)
+    assert torch.linalg.matrix_norm(conv.weight.view(1, -1), ord=2).item() == pytest.approx(3.0)
+
+
+def test_linear_spectral_norm_is_max_gain():
+    lin = nn.Linear(5, 4)
+    s = G.linear_spectral_norm(lin)
+    xs = _rand(2000, 5, seed=4)
+    gains = (xs @ lin.weight.detach().T).norm(dim=1) / xs.norm(dim=1)
+    assert gains.max().item() <= s + 1e-6
+    assert gains.max().item() > 0.9 * s
+
+
+@pytest.mark.parametrize("cfg", CONVS[:3] + CONVS[5:], ids=str)
+def test_conv_group_norm_matches_dense_rows(cfg):
+    torch.manual_seed(2)
+    conv, ref = nn.Conv2d(**cfg), nn.Conv2d(**cfg)
+    for reference in (None, ref):
+        delta = conv if reference is None else nn.Conv2d(**cfg)
+        if reference is not None:
+            delta.weight.data = conv.weight.data - ref.weight.data
+        rows = G.conv_dense_matrix(delta, (6, 6)).norm(dim=1).sum().item()
+        assert G.group_norm_21(conv, reference, input_size=(6, 6)) == pytest.approx(rows, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- R_A and bounds
+
+def _two_layer():
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))
+    net[0].weight.data = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    net[2].weight.data = torch.tensor([[1.0, 1.0]])
+    return net
+
+
+def test_spectral_complexity_by_hand_on_two_layers():
+    net = _two_layer()
+    # layer 1: ||A||_s = 3, rows (3,0),(0,1) -> (2,1) norm 4; layer 2: ||A||_s = sqrt 2, one row -> sqrt 2
+    by_hand = (3 * math.sqrt(2)) * ((4 / 3) ** (2 / 3) + 1.0) ** 1.5
+    assert G.model_spectral_complexity(net, (2,)) == pytest.approx(by_hand, rel=1e-12)
+    assert G.spectral_complexity([3, math.sqrt(2)], [4, math.sqrt(2)]) == pytest.approx(by_hand)
+    # reference = initial weights: only the distance from the reference counts in the sum
+    init = _two_layer()
+    init[0].weight.data = torch.tensor([[2.0, 0.0], [0.0, 1.0]])  # differs by one unit in one entry
+    ref_hand = (3 * math.sqrt(2)) * ((1 / 3) ** (2 / 3) + 0.0) ** 1.5
+    assert G.model_spectral_complexity(net, (2,), reference=init) == pytest.approx(ref_hand, rel=1e-12)
+    assert G.model_spectral_complexity(net, (2,), reference=init.state_dict()) == pytest.approx(ref_hand, rel=1e-12)
+    # Lipschitz constants of the activations multiply the product term
+    assert G.spectral_complexity([3, math.sqrt(2)], [4, math.sqrt(2)], [2.0, 1.0]) == pytest.approx(2 * by_hand)
+
+
+def test_layer_norms_track_input_sizes_through_a_cnn():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(2, 2, 3, padding=1, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+    rows = G.layer_norms(net, (1, 8, 8))
+    assert [r["input_shape"][-2:] for r in rows[:2]] == [(8, 8), (4, 4)]
+    assert rows[1]["spectral"] == pytest.approx(G.conv_spectral_norm(net[3], 4, method="dense"), rel=1e-4)
+
+
+def test_gradient_complexity_squares_the_product_term():
+    s, b = [2.0, 3.0], [4.0, 5.0]
+    r = G.spectral_complexity(s, b)
+    rg = G.gradient_map_complexity(s, b)
+    prod = 6.0
+    assert rg / prod ** 2 == pytest.approx(2 ** 1.5 * (r / prod))  # the sum term counts every layer twice
+    assert rg > r
+
+
+def test_smoothgrad_bound_falls_like_one_over_sigma():
+    kw = dict(n=1000, data_norm=30.0, width=64, delta=0.05)
+    tail = G.smoothgrad_bound(1.0, 10.0, **kw) - G.smoothgrad_bound(1.0, 0.0, **kw)
+    for s in (0.05, 0.1, 0.5, 2.0):
+        head = G.smoothgrad_bound(s, 10.0, **kw) - G.smoothgrad_bound(s, 0.0, **kw)
+        assert head * s == pytest.approx(tail, rel=1e-12)
+    assert G.smoothgrad_bound(0.1, 10.0, **kw) > G.smoothgrad_bound(0.2, 10.0, **kw)
+    for bad in (0.0, -0.1):
+        with pytest.raises(ValueError, match="sigma"):
+            G.smoothgrad_bound(bad, 10.0, **kw)
+        with pytest.raises(ValueError, match="sigma"):
+            G.stability_bound("smoothgrad", param_divergence=1.0, sigma=bad)
+        with pytest.raises(ValueError, match="sigma"):
+            G.fidelity_bound(bad, hessian_bound=1.0, dim=4)
+
+
+def test_smoothgrad_lipschitz_constant_is_attained_by_a_step():
+    # f = D * sign(x) vs g = 0 (sup distance D): the smoothed derivative at 0 is 2 D phi_sigma(0)
+    D, sigma, tau = 0.7, 0.3, 1e-3
+    t = torch.linspace(-8 * sigma, 8 * sigma, 200001, dtype=torch.float64)
+    f_prime = D / tau / torch.cosh(t / tau) ** 2  # derivative of D tanh(x / tau) ~ D sign(x)
+    phi = torch.exp(-t ** 2 / (2 * sigma ** 2)) / (sigma * math.sqrt(2 * math.pi))
+    smoothed = torch.trapezoid(f_prime * phi, t).item()
+    assert smoothed == pytest.approx(G.smoothgrad_lipschitz(sigma) * D, rel=1e-3)
+    assert smoothed <= G.smoothgrad_lipschitz(sigma) * D * (1 + 1e-9)
+
+
+def test_margin_bound_shape():
+    kw = dict(data_norm=50.0, margin=1.0, width=32)
+    assert G.margin_bound(5.0, n=10_000, **kw) < G.margin_bound(5.0, n=1000, **kw)
+    assert G.margin_bound(5.0, n=1000, **kw) < G.margin_bound(10.0, n=1000, **kw)
+    assert math.isfinite(G.margin_bound(5.0, n=1000, **kw))
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+    assert torch.allclose(G.margins(logits, torch.tensor([0, 0])), torch.tensor([1.0, -3.0]))
+
+
+def test_trade_off_helpers():
+    assert G.balancing_sigma(4.0, 1.0) == pytest.approx(2.0)
+    xs = [0.1, 0.2, 0.3, 0.4]
+    assert G.crossing_point(xs, [4, 3, 2, 1], [1, 2, 3, 4]) == pytest.approx(0.25)
+    a, b = 2.0, 0.5
+    best = min((a / s + b * s, s) for s in [i / 1000 for i in range(1, 5000)])[1]
+    assert best == pytest.approx(G.balancing_sigma(a, b), abs=2e-3)
+    assert G.stability_bound("smoothgrad", param_divergence=1.0, sigma=0.2) == pytest.approx(
+        2 * G.stability_bound("smoothgrad", param_divergence=1.0, sigma=0.4))
+    assert G.sgd_parameter_divergence(100, lipschitz=1.0, step_sizes=[0.1] * 10) == pytest.approx(0.02)
+
+
+# ----------------------------------------------------------------------------- experiment errors
+
+class _Tiny:
+    def __init__(self, n, k):
+        self.n, self.num_classes = n, k
+
+    def __len__(self):
+        return self.n
+
+
+def test_split_factor_too_large_fails_before_training():
+    with pytest.raises(ValueError, match="split factor 8 is too large"):
+        G.disjoint_split_experiment(lambda s: nn.Linear(2, 2), _Tiny(100, 4), None,
+                                    split_factors=(2, 8), batch_size=16)
+    with pytest.raises(ValueError, match=">= 2"):
+        G.check_split_factor(100, 1, num_classes=2, batch_size=8)
+    assert G.check_split_factor(100, 4, num_classes=2, batch_size=8) == 25
+
+
+def test_pairs_and_method_table():
+    assert G._pairs(4, "disjoint") == [(0, 1), (2, 3)]
+    assert len(G._pairs(4, "all")) == 6
+    t = G._method_table({"SG 0.3": ("smoothgrad", {"sigma": 0.3}), "grad": "gradient"})
+    assert t == {"SG 0.3": ("smoothgrad", {"sigma": 0.3}), "grad": ("gradient", {})}
