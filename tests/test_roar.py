@@ -166,3 +166,173 @@ def test_bad_shapes_and_options_are_rejected():
         remove(x, torch.full_like(x, float("nan")), 0.5)
     with pytest.raises(ValueError, match="fill_value"):
         remove(x, torch.rand_like(x), 0.5, fill_value=torch.zeros(2))
+
+
+# --------------------------------------------------------------------------- the sweep
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+import multiprocessing  # noqa: E402
+
+from xailab.roar import ModelFactory, PAPER_ESTIMATORS, parse_estimator, relevance_maps, roar  # noqa: E402
+from xailab.roar import estimators as est_module  # noqa: E402
+
+MLP = ModelFactory("mlp", in_features=16, num_classes=2, hidden=(32,))
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from xailab.data import roar_toy
+
+    train, test = roar_toy(600, seed=0), roar_toy(400, seed=1)
+    g = torch.Generator().manual_seed(0)
+    rankings = {
+        "ground truth": (train.mask, test.mask),
+        "random": (torch.rand(train.x.shape, generator=g), torch.rand(test.x.shape, generator=g)),
+        "inverted": (1 - train.mask, 1 - test.mask),
+    }
+    return train, test, rankings
+
+
+def _toy_run(toy, **kw):
+    train, test, rankings = toy
+    kw = dict(dict(fractions=(0, 0.25), seeds=[0, 1], epochs=8, variants=("roar", "no_retrain"),
+                   cache_dir=None, progress=False), **kw)
+    return roar(MLP, train, test, rankings, **kw)
+
+
+def test_toy_ordering_ground_truth_below_random_below_inverted(toy):
+    res = _toy_run(toy)
+    gt, rnd, inv = (res.accuracy(e, 0.25) for e in ("ground truth", "random", "inverted"))
+    assert gt < rnd < inv, (gt, rnd, inv)
+    assert gt < 0.6  # the four informative features gone: chance (0.5)
+    assert inv > res.accuracy("random", 0.0) - 0.05  # uninformative features gone: nothing lost
+    # the tidy table: one record per seed for retrained cells, one for no_retrain
+    assert len(res.filter(variant="roar", fraction=0.25)) == 3 * 2
+    assert len(res.filter(variant="no_retrain")) == 3 * 2
+    assert {r["variant"] for r in res} == {"roar", "no_retrain"}
+    assert all(0 <= r["accuracy"] <= 1 for r in res)
+    means = {(m["estimator"], m["variant"], m["fraction"]): m for m in res.mean()}
+    assert means[("ground truth", "roar", 0.25)]["n"] == 2
+    assert "ground truth" in res.summary()
+
+
+def test_executor_gives_identical_numbers(toy):
+    train, test, rankings = toy
+    small = (train[:300], test[:200], {k: rankings[k] for k in ("ground truth", "inverted")})
+    small = (small[0], small[1], {k: (a[:300], b[:200]) for k, (a, b) in small[2].items()})
+    kw = dict(fractions=(0, 0.25), epochs=4, variants=("roar", "keep"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread on both sides: same arithmetic, and fork-safe OpenMP
+    try:
+        serial = _toy_run(small, **kw)
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(2, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            parallel = _toy_run(small, executor=pool, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(serial) == len(parallel) == 2 * 2 * 2 * 2
+    assert serial.records == parallel.records
+
+
+def test_keep_variant_removes_the_least_relevant(toy):
+    res = _toy_run(toy, variants=("keep",), fractions=(0.5,))
+    # removing the least relevant half keeps the four informative features: no loss
+    assert res.accuracy("ground truth", 0.5, "keep") > res.accuracy("inverted", 0.5, "keep") + 0.2
+
+
+@pytest.fixture(scope="module")
+def tiny_images():
+    from xailab.data import shapes, train_test_split
+
+    data = shapes(48, size=8, seed=0)
+    return train_test_split(data, test_fraction=0.25, seed=0)
+
+
+def _tiny_cnn(seed):
+    from xailab.models import SmallCNN
+
+    return SmallCNN(in_channels=3, num_classes=4, width=4, depth=1, input_size=8, seed=seed).eval()
+
+
+def test_paper_estimators_are_eighteen_distinct_valid_names():
+    assert len(PAPER_ESTIMATORS) == 18 == len(set(PAPER_ESTIMATORS))
+    parsed = [parse_estimator(e) for e in PAPER_ESTIMATORS]
+    assert {p.method for p in parsed} == {"gradient", "guided_backprop", "integrated_gradients"}
+    assert sum(p.squared for p in parsed) == 6 and sum(p.stat is not None for p in parsed) == 12
+
+
+def test_cache_hit_is_identical_and_options_invalidate_it(tiny_images, tmp_path, monkeypatch):
+    train, _ = tiny_images
+    model = _tiny_cnn(0)
+    calls = []
+    real = est_module._compute
+
+    def counting(model, x, t, group, *a, **kw):
+        calls.append(sorted(e.raw for e in group))
+        return real(model, x, t, group, *a, **kw)
+
+    monkeypatch.setattr(est_module, "_compute", counting)
+    names = ["gradient", "integrated_gradients²", "vargrad(gradient)", "smoothgrad_sq(gradient)"]
+    opts = {"integrated_gradients": {"steps": 4}, "ensemble": {"n_samples": 3}}
+    first = relevance_maps(model, train, names, options=opts, cache_dir=tmp_path, progress=False)
+    assert len(calls) == 2  # gradient + its two ensemble statistics together, then IG
+    again = relevance_maps(model, train, names, options=opts, cache_dir=tmp_path, progress=False)
+    assert len(calls) == 2  # everything from the cache
+    for n in names:
+        assert torch.equal(first[n], again[n])
+    assert torch.equal(first["integrated_gradients²"], relevance_maps(
+        model, train, ["integrated_gradients"], options=opts, cache_dir=tmp_path, progress=False)
+        ["integrated_gradients"] ** 2)
+    changed = dict(opts, integrated_gradients={"steps": 6})
+    relevance_maps(model, train, names, options=changed, cache_dir=tmp_path, progress=False)
+    assert calls[-1] == ["integrated_gradients"] and len(calls) == 3  # only IG recomputed
+    other_model = _tiny_cnn(1)
+    relevance_maps(other_model, train, ["gradient"], options=opts, cache_dir=tmp_path, progress=False)
+    assert len(calls) == 4  # new weights, new key
+    relevance_maps(model, train[:6], ["gradient"], options=opts, cache_dir=tmp_path, progress=False)
+    assert len(calls) == 5  # new data, new key
+
+
+def test_roar_rerun_from_cache_gives_identical_results(tiny_images, tmp_path, monkeypatch):
+    train, test = tiny_images
+    kw = dict(fractions=(0, 0.5), seeds=[0], epochs=1, explain_model=_tiny_cnn(0), cache_dir=tmp_path,
+              progress=False, variants=("roar", "no_retrain"), batch_size=16)
+    first = roar(_tiny_cnn, train, test, ["gradient", "random", "sobel"], **kw)
+    calls = []
+    monkeypatch.setattr(est_module, "_compute", lambda *a, **k: calls.append(1))
+    second = roar(_tiny_cnn, train, test, ["gradient", "random", "sobel"], **kw)
+    assert not calls and first.records == second.records
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "roar" / "entry.pt"
+    est_module.atomic_save(torch.ones(3), target)
+
+    def broken_save(obj, f):
+        f.write(b"partial bytes")
+        raise KeyboardInterrupt  # as if the sweep were interrupted mid-write
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        est_module.atomic_save(torch.zeros(3), target)
+    monkeypatch.undo()
+    assert [p.name for p in target.parent.iterdir()] == ["entry.pt"]  # no temporary left behind
+    assert torch.equal(torch.load(target), torch.ones(3))  # the old complete entry survives
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(torch, "save", broken_save)
+        est_module.atomic_save(torch.zeros(3), tmp_path / "roar" / "new.pt")
+    assert not (tmp_path / "roar" / "new.pt").exists()
+
+
+def test_sweep_bad_input_errors(toy):
+    train, test, rankings = toy
+    with pytest.raises(ValueError, match="fraction"):
+        roar(MLP, train, test, rankings, fractions=(0, 1.2), seeds=1, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="unknown estimator 'no_such_method'"):
+        roar(MLP, train, test, ["no_such_method"], seeds=1, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="unknown ensemble"):
+        parse_estimator("mean(gradient)")
+    bad = {"short": (train.mask[:, :3], test.mask)}
+    with pytest.raises(ValueError, match="relevance of 'short'"):
+        roar(MLP, train, test, bad, seeds=1, epochs=1, progress=False, cache_dir=None)
+    with pytest.raises(ValueError, match="variants"):
+        roar(MLP, train, test, rankings, seeds=1, epochs=1, variants=("kar",), progress=False)

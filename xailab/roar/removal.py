@@ -30,7 +30,7 @@ RANK_BY = ("pixel", "element")
 REDUCE = ("abs-sum", "sum", "max-abs")
 FILLS = ("channel_mean", "zero")
 
-__all__ = ["remove", "keep", "removal_mask", "n_removed", "channel_mean", "feature_scores"]
+__all__ = ["remove", "keep", "replace_features", "removal_mask", "n_removed", "channel_mean", "feature_scores"]
 
 
 def n_removed(fraction: float, n_features: int) -> int:
@@ -125,7 +125,13 @@ def _fill_tensor(x: Tensor, fill, fill_value) -> Tensor:
     return v
 
 
-def _replace(x, relevance, fraction, *, top, fill, rank_by, reduce, fill_value) -> Tensor:
+def replace_features(x: Tensor, relevance: Tensor, fraction: float, *, top: bool = True, fill="channel_mean",
+                     rank_by: str = "pixel", reduce: str = "abs-sum", fill_value=None) -> Tensor:
+    """Replace the top (``top=True``, ROAR) or bottom ``floor(fraction * F)`` features of each sample.
+
+    The sweep uses ``top=False`` for its ``keep`` variant, so that every variant is indexed by the
+    fraction *removed*: keeping the top 10 % is ``top=False`` at 0.9.
+    """
     _check_pair(x, relevance)
     mask = removal_mask(relevance, fraction, rank_by=rank_by, reduce=reduce, top=top).to(x.device)
     value = _fill_tensor(x, fill, fill_value)
@@ -142,7 +148,7 @@ def remove(x: Tensor, relevance: Tensor, fraction: float, fill="channel_mean", r
     per-channel mean here, otherwise the mean of ``x`` itself is used.
     ``remove(x, r, 0)`` returns ``x`` unchanged (a copy).
     """
-    return _replace(x, relevance, fraction, top=True, fill=fill, rank_by=rank_by, reduce=reduce,
+    return replace_features(x, relevance, fraction, top=True, fill=fill, rank_by=rank_by, reduce=reduce,
                     fill_value=fill_value)
 
 

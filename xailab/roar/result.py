@@ -1,0 +1,104 @@
+"""A tidy, pandas-free table of ROAR accuracies: one record per (estimator, variant, fraction, seed)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterator
+
+VARIANTS = ("roar", "keep", "no_retrain")
+
+
+@dataclass
+class RoarResult:
+    """Records ``{"estimator", "variant", "fraction", "seed", "accuracy"}``.
+
+    ``fraction`` is always the fraction of features *removed*: for ``keep`` the least relevant
+    ones are removed (keep-and-retrain of the top ``1 - fraction``), for ``roar`` and
+    ``no_retrain`` the most relevant.  ``no_retrain`` is the explained model itself on the
+    ROAR-modified test set (``seed`` None).  ``meta`` holds the sweep's settings and ``chance``.
+    """
+    records: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.records)
+
+    @property
+    def estimators(self) -> list[str]:
+        return list(dict.fromkeys(r["estimator"] for r in self.records))
+
+    @property
+    def fractions(self) -> list[float]:
+        return sorted({r["fraction"] for r in self.records})
+
+    @property
+    def variants(self) -> list[str]:
+        return [v for v in VARIANTS if any(r["variant"] == v for r in self.records)]
+
+    def filter(self, estimator=None, variant=None, fraction=None) -> "RoarResult":
+        """The records matching every given field (a value or a collection of values)."""
+        def ok(value, want):
+            if want is None:
+                return True
+            if isinstance(want, (list, tuple, set, frozenset)):
+                return value in want
+            return value == want
+
+        rows = [r for r in self.records if ok(r["estimator"], estimator) and ok(r["variant"], variant)
+                and ok(r["fraction"], fraction)]
+        return RoarResult(rows, dict(self.meta))
+
+    def mean(self) -> list[dict]:
+        """One row per (estimator, variant, fraction): ``mean``, ``std`` (sample, 0 for one run), ``n``."""
+        groups: dict[tuple, list[float]] = {}
+        for r in self.records:
+            groups.setdefault((r["estimator"], r["variant"], r["fraction"]), []).append(r["accuracy"])
+        rows = []
+        for (est, var, frac), accs in groups.items():
+            m = sum(accs) / len(accs)
+            sd = math.sqrt(sum((a - m) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0.0
+            rows.append({"estimator": est, "variant": var, "fraction": frac, "mean": m, "std": sd,
+                         "n": len(accs)})
+        return rows
+
+    def accuracy(self, estimator: str, fraction: float, variant: str = "roar") -> float:
+        """Mean accuracy of one cell (over seeds)."""
+        accs = [r["accuracy"] for r in self.filter(estimator, variant, fraction)]
+        if not accs:
+            raise KeyError(f"no records for estimator={estimator!r}, variant={variant!r}, fraction={fraction!r}; "
+                           f"estimators: {self.estimators}, fractions: {self.fractions}")
+        return sum(accs) / len(accs)
+
+    def curve(self, estimator: str, variant: str = "roar") -> tuple[list[float], list[list[float]]]:
+        """``(fractions, runs)``: ``runs[k]`` = accuracies of run k at each fraction (seeds as runs)."""
+        sub = self.filter(estimator, variant)
+        fracs = sub.fractions
+        by_seed: dict = {}
+        for r in sub:
+            by_seed.setdefault(r["seed"], {})[r["fraction"]] = r["accuracy"]
+        runs = [[row.get(f, math.nan) for f in fracs] for row in by_seed.values()]
+        return fracs, runs
+
+    def summary(self, variant: str = "roar", *, digits: int = 3) -> str:
+        """A text table: estimators as rows, fractions as columns, ``mean±std`` cells."""
+        rows = [r for r in self.mean() if r["variant"] == variant]
+        fracs = sorted({r["fraction"] for r in rows})
+        ests = list(dict.fromkeys(r["estimator"] for r in rows))
+        cell = {(r["estimator"], r["fraction"]): r for r in rows}
+        width = max([len("estimator")] + [len(e) for e in ests]) + 2
+        head = f"{variant} accuracy".ljust(width) + "".join(f"{f:>13.0%}" for f in fracs)
+        lines = [head]
+        for e in ests:
+            parts = []
+            for f in fracs:
+                r = cell.get((e, f))
+                parts.append(f"{r['mean']:.{digits}f}±{r['std']:.{digits}f}".rjust(13) if r else " " * 13)
+            lines.append(e.ljust(width) + "".join(parts))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"RoarResult({len(self.records)} records, estimators={self.estimators}, "
+                f"fractions={self.fractions}, variants={self.variants})")
