@@ -150,21 +150,23 @@ def overlay(ax, image, saliency, alpha=0.5, title=None, *, reduce: str | None = 
             clip: float | None = CLIP, cmap=None):
     """The image in grayscale with the saliency magnitude painted over it.
 
-    The colour's opacity grows with the saliency (up to ``alpha``), so unimportant pixels leave
-    the image visible and important ones light up. Signed maps are overlaid by magnitude.
+    The image is dimmed; the colour's opacity grows in proportion to the saliency (up to
+    ``alpha``), so unimportant pixels leave the image visible and important ones light up.
+    Signed maps are overlaid by magnitude.
     """
     from xailab.utils import check_fraction
 
     check_fraction("alpha", alpha)
     arr, _ = image_array(image)
     gray = arr if arr.ndim == 2 else arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    ax.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(gray, cmap="gray", vmin=-0.25, vmax=1.6, interpolation="nearest")  # dimmed: colour stands out
     hw, _ = pixel_map(saliency, signed=False, reduce=reduce)
     _, top = display_limits(hw, False, clip)
     level = np.clip(hw / top, 0, 1)
     from matplotlib import colormaps
 
-    rgba = colormaps[cmap or MAGNITUDE_CMAP](level)
+    # the bright upper part of the colormap, opacity proportional to the level
+    rgba = colormaps[cmap or MAGNITUDE_CMAP](0.35 + 0.65 * level)
     rgba[..., 3] = alpha * level
     im = ax.imshow(rgba, interpolation="nearest")
     _bare(ax)
@@ -252,7 +254,7 @@ def grid(images, maps: Mapping[str, torch.Tensor], *, signed=False, titles=None,
             unit = hw / top
             ax = axes[i, j]
             if overlay_maps:
-                overlay(ax, imgs[i], np.abs(unit), clip=None)
+                overlay(ax, imgs[i], np.abs(unit), alpha=0.85, clip=None)
             else:
                 heatmap(ax, unit, signed=is_signed, clip=None)
                 ax.images[-1].set_clim(-1 if is_signed else 0, 1)
