@@ -4,8 +4,8 @@
 options go to the class's ``attribute()``. Our common option names are translated:
 ``baseline -> baselines``, ``steps -> n_steps``, ``batch_size -> internal_batch_size`` or
 ``perturbations_per_eval`` (whichever the class takes), ``layer`` (a module name or module) to
-the constructor of ``Layer*`` classes and ``GuidedGradCam``, ``seed`` seeds the global RNG that
-Captum draws from inside ``torch.random.fork_rng`` (the caller's RNG state is restored).
+the constructor of ``Layer*`` classes and ``GuidedGradCam``, ``seed`` seeds the global torch and
+numpy RNGs that Captum draws from, restoring the caller's RNG states afterwards.
 
 Layer attributions ``(N, K, h, w)`` are summed over ``K`` and upsampled bilinearly to x's
 ``H × W``: one channel ``(N, 1, H, W)``, like ``grad_cam``.
@@ -26,6 +26,7 @@ import inspect
 import warnings
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -59,6 +60,23 @@ def _captum_cleanup(model: nn.Module) -> Iterator[None]:
             for a in _CAPTUM_ATTRS:
                 if a in m.__dict__ and a not in attrs:
                     delattr(m, a)
+
+
+@contextlib.contextmanager
+def _seeded(seed, device) -> Iterator[None]:
+    """Seed the global torch and numpy RNGs Captum draws from (GradientShap picks baselines with
+    numpy) and restore the caller's states on exit. ``seed=None``: leave them as they are."""
+    if seed is None:
+        yield
+        return
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(seed))
+            np.random.seed(int(seed))
+            yield
+    finally:
+        np.random.set_state(state)
 
 
 def _resolve(cls_or_name):
@@ -124,16 +142,13 @@ def _run(cls, model: nn.Module, x: Tensor, target, init_kwargs: dict, options: d
         else:
             explainer = cls(model, **init_kwargs)
         kwargs = _translate(inspect.signature(explainer.attribute).parameters, options, x)
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
-                warnings.catch_warnings():
+        with _seeded(seed, x.device), warnings.catch_warnings():
             for message in _QUIET:
                 warnings.filterwarnings("ignore", message=message, category=UserWarning)
-            if seed is not None:
-                torch.manual_seed(int(seed))
             attr = explainer.attribute(x.detach(), target=t, **kwargs)
     if isinstance(attr, tuple):
         attr = attr[0]
-    return _upsample(attr.detach(), x)
+    return _upsample(attr.detach().to(x.dtype), x)  # some Captum classes accumulate in float32
 
 
 def captum(cls_or_name, **init_kwargs) -> Callable:

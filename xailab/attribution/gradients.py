@@ -37,7 +37,9 @@ def integration_points(steps: int, rule: str = "gausslegendre") -> tuple[Tensor,
     """Points ``alpha`` in [0, 1] and weights ``w`` with ``∫₀¹ g(a) da ≈ Σ w_k g(alpha_k)``.
 
     ``gausslegendre`` (default, as Captum): Gauss-Legendre nodes mapped from [-1, 1] to [0, 1].
-    ``riemann_trapezoid``: ``steps`` evenly spaced points including both ends, half weight at ends.
+    ``riemann_trapezoid``: ``steps`` evenly spaced points including both ends, half weight at ends
+    (weights 1/(steps-1), summing to 1; Captum 0.9 uses 1/steps, so its result is (steps-1)/steps
+    of ours).
     ``riemann_left/right/middle``: ``steps`` equal cells sampled at their left/right end or centre.
     """
     steps = int(check_positive("steps", steps, integer=True))
