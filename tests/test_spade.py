@@ -1,0 +1,251 @@
+"""SPADE: augmentations, capture, solvers, schedules and traces (CPU, small models, < 60 s)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from xailab.spade import (augment, hessian, layer_sparsities, overlap, prune_fast, prune_magnitude,
+                          prune_obc, reconstruction_error, trace, trace_batch)
+from xailab.spade.capture import capture_input, execution_order, layer_hessian, swap_in
+
+
+class Tiny(nn.Module):
+    """Conv stem, a grouped and a depthwise conv, a residual add, pooling, a linear head."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.r0 = nn.ReLU()
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.r1 = nn.ReLU()
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.r2 = nn.ReLU()
+        self.conv = nn.Conv2d(8, 12, 3, stride=2, padding=1)
+        self.r3 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(48, 5)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.4)
+
+    def forward(self, x):
+        h = self.r0(self.stem(x))
+        h = self.r1(self.grouped(h)) + h
+        h = self.r2(self.depthwise(h))
+        return self.fc(self.pool(self.r3(self.conv(h))).flatten(1))
+
+
+def _image(seed=0, n=1, size=12):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+OPTS = dict(n_views=8, progress=False, device="cpu")
+
+
+def _random_problem(rows=12, cols=30, n=80, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, cols, generator=g, dtype=torch.float64)
+    X = X + 0.5 * X @ torch.randn(cols, cols, generator=g, dtype=torch.float64)  # correlated inputs
+    return torch.randn(rows, cols, generator=g, dtype=torch.float64), hessian(X)
+
+
+def _real_problem(layer="conv"):
+    """A real layer's inputs: views of an image through the (dense) Tiny model."""
+    model = Tiny().eval()
+    views = augment(_image(3), 16, seed=1)
+    work = Tiny().eval()
+    work.load_state_dict(model.state_dict())
+    swap_in(work, [layer], 1)
+    module = model.get_submodule(layer)
+    H = layer_hessian(module, capture_input(work, work.get_submodule(layer), views), 1)[0]
+    W = module.weight.detach().reshape(H.shape[0], -1, H.shape[-1]).double()
+    return W, H
+
+
+# ---- augmentations ------------------------------------------------------------------------------
+
+def test_augment_is_seeded_and_keeps_the_original_first():
+    x = _image(0, n=2)
+    a, b, c = augment(x, 6, seed=0), augment(x, 6, seed=0), augment(x, 6, seed=1)
+    assert a.shape == (12, 3, 12, 12)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[0], x[0]) and torch.equal(a[6], x[1])
+    assert not torch.allclose(a[1], x[0])
+    assert float(a.min()) >= float(x.min()) and float(a.max()) <= float(x.max())
+    # an image's views do not depend on the other images of the batch
+    assert torch.equal(augment(x[1:], 6, seed=0), a[6:])
+
+
+# ---- solvers ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("problem", ["random", "real-conv", "real-grouped", "real-fc"])
+@pytest.mark.parametrize("sparsity", [0.3, 0.6, 0.9])
+def test_solver_errors_are_ordered_obc_fast_magnitude(problem, sparsity):
+    if problem == "random":
+        W, H = _random_problem()
+    else:
+        W, H = _real_problem({"real-conv": "conv", "real-grouped": "grouped", "real-fc": "fc"}[problem])
+    err = {name: float(reconstruction_error(W, Wh, H).sum())
+           for name, Wh in [("magnitude", prune_magnitude(W, sparsity)),
+                            ("fast", prune_fast(W, H, sparsity, blocksize=8)),
+                            ("obc", prune_obc(W, H, sparsity))]}
+    assert err["fast"] < err["magnitude"], err
+    assert err["obc"] <= err["fast"] * (1 + 1e-6), err
+
+
+@pytest.mark.parametrize("solver", [prune_fast, prune_obc, lambda W, H, s: prune_magnitude(W, s)])
+def test_solvers_reach_the_exact_count_and_zero_prunes_nothing(solver):
+    W, H = _random_problem(rows=7, cols=13)
+    assert torch.equal(solver(W, H, 0.0), W)
+    for s in (0.25, 0.5, 0.8):
+        assert int((solver(W, H, s) == 0).sum()) == round(s * W.numel())
+
+
+def test_obc_update_is_least_squares_optimal_for_its_mask():
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(60, 10, generator=g, dtype=torch.float64)
+    W = torch.randn(3, 10, generator=g, dtype=torch.float64)
+    Wh = prune_obc(W, hessian(X), 0.5, damp=0.0)
+    for r in range(3):
+        keep = Wh[r] != 0
+        # best weights on the kept inputs, fitted to the dense row's outputs
+        best = torch.linalg.lstsq(X[:, keep], X @ W[r]).solution
+        assert torch.allclose(Wh[r, keep], best, atol=1e-8)
+
+
+def test_fast_prunes_dead_inputs_first():
+    W, H = _random_problem(rows=4, cols=10)
+    H[:, 2] = 0
+    H[2, :] = 0
+    out = prune_fast(W, H, 0.1)
+    assert torch.all(out[:, 2] == 0)           # 4 of the 4 pruned weights are the dead column
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan")])
+def test_solvers_refuse_bad_sparsity(bad):
+    W, H = _random_problem(rows=3, cols=5)
+    with pytest.raises(ValueError, match="sparsity"):
+        prune_fast(W, H, bad)
+    with pytest.raises(ValueError, match="sparsity"):
+        prune_obc(W, H, bad)
+
+
+# ---- schedules ----------------------------------------------------------------------------------
+
+def test_schedules():
+    names = ["a", "b", "c", "d", "e"]
+    lin = layer_sparsities(names, 0.8, "linear")
+    assert lin["a"] == 0 and lin["e"] == pytest.approx(0.8)
+    assert all(lin[x] <= lin[y] for x, y in zip(names, names[1:]))
+    const = layer_sparsities(names, 0.5)
+    assert const["a"] == 0 and all(const[n] == 0.5 for n in names[1:])
+    assert layer_sparsities(names, 0.5, dense_first=False)["a"] == 0.5
+    assert layer_sparsities(names, {"c": 0.3}) == {"a": 0, "b": 0, "c": 0.3, "d": 0, "e": 0}
+    with pytest.raises(ValueError, match="unknown layers"):
+        layer_sparsities(names, {"z": 0.3})
+    with pytest.raises(ValueError, match="schedule"):
+        layer_sparsities(names, 0.5, "cubic")
+
+
+# ---- traces -------------------------------------------------------------------------------------
+
+def test_sparsity_zero_trace_is_the_dense_model():
+    model = Tiny().eval()
+    x = _image(1)
+    t = trace(model, x, 0.0, **OPTS)
+    others = _image(2, n=4)
+    assert torch.equal(t(x), model(x)) and torch.equal(t(others), model(others))
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_each_layer_reaches_its_target(schedule):
+    model = Tiny().eval()
+    t = trace(model, _image(1), 0.6, schedule=schedule, **OPTS)
+    rep = t.spade_report
+    assert [r.name for r in rep.layers] == ["stem", "grouped", "depthwise", "conv", "fc"]
+    for r in rep.layers:
+        w = t.get_submodule(r.name).weight
+        achieved = float((w == 0).float().mean())
+        assert achieved == pytest.approx(r.achieved)
+        assert achieved >= r.target - 1.0 / w.numel()     # exact count, dead inputs may add
+    assert rep.layers[0].achieved == 0                      # first conv dense by default
+    assert rep.layers[-1].target == pytest.approx(0.6)
+    assert rep.seconds_per_image > 0
+
+
+def test_trace_reconstructs_better_than_magnitude_and_leaves_caller_untouched():
+    model = Tiny()                                       # train mode: trace must not change it
+    model.fc.weight.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = _image(4)
+    fast = trace(model, x, 0.7, solver="fast", **OPTS)
+    mag = trace(model, x, 0.7, solver="magnitude", **OPTS)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and all(m.training for m in model.modules())
+    assert not model.fc.weight.requires_grad and model.stem.weight.requires_grad
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+    assert isinstance(model.fc, nn.Linear)
+    assert not fast.training
+    e_fast = [r.rel_error for r in fast.spade_report.layers[1:]]
+    e_mag = [r.rel_error for r in mag.spade_report.layers[1:]]
+    assert all(f < m for f, m in zip(e_fast, e_mag)), (e_fast, e_mag)
+    # the trace's prediction stays closer to the dense one on its own input
+    dense = model.eval()(x)
+    assert (fast(x) - dense).norm() < (mag(x) - dense).norm()
+
+
+def test_batched_traces_equal_single_traces():
+    model = Tiny().eval()
+    xs = _image(6, n=3)
+    batch = trace_batch(model, xs, 0.5, schedule="linear", **OPTS)
+    for i in (0, 2):
+        single = trace(model, xs[i], 0.5, schedule="linear", **OPTS)
+        for name in ("grouped", "depthwise", "conv", "fc"):
+            a, b = batch[i].get_submodule(name).weight, single.get_submodule(name).weight
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_overlap_of_traces():
+    model = Tiny().eval()
+    ta, tb = trace_batch(model, _image(7, n=2), 0.6, **OPTS)
+    same = overlap(ta, ta)
+    assert set(same) == {"grouped", "depthwise", "conv", "fc"} and all(v == 1 for v in same.values())
+    assert all(0 <= v <= 1 for v in overlap(ta, tb).values())
+
+
+def test_bad_inputs_give_clear_errors():
+    model = Tiny().eval()
+    x = _image(0)
+    with pytest.raises(ValueError, match="sparsity"):
+        trace(model, x, 1.0, **OPTS)
+    with pytest.raises(ValueError, match="sparsity"):
+        trace(model, x, -0.2, **OPTS)
+    with pytest.raises(ValueError, match="n_views"):
+        trace(model, x, 0.5, n_views=0, progress=False)
+    with pytest.raises(ValueError, match="single image"):
+        trace(model, _image(0, n=2), 0.5, **OPTS)
+    with pytest.raises(ValueError, match="single image"):
+        trace(model, torch.rand(12, 12), 0.5, **OPTS)
+    with pytest.raises(ValueError, match="no prunable layers"):
+        trace(nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1)), x, 0.5, **OPTS)
+    with pytest.raises(ValueError, match="solver"):
+        trace(model, x, 0.5, solver="sgd", **OPTS)
+    shared = nn.Sequential(nn.Conv2d(3, 3, 1))
+    twice = nn.Sequential(shared, nn.ReLU(), shared)
+    with pytest.raises(ValueError, match="more than once"):
+        trace(twice, x, 0.5, **OPTS)
+
+
+def test_execution_order_follows_the_forward_pass():
+    class Rev(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.late = nn.Linear(4, 2)
+            self.early = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            return self.late(self.early(x).mean((2, 3)))
+
+    assert [n for n, _ in execution_order(Rev(), _image(0))] == ["early", "late"]

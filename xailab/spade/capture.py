@@ -1,0 +1,180 @@
+"""Find a model's prunable layers and capture their inputs on a batch of views.
+
+Prunable layers are ``nn.Conv2d`` (unfolded to patches, so a convolution is a matrix product
+``W (out, in/groups·kh·kw)`` by patch columns, one independent problem per group) and
+``nn.Linear`` (inputs flattened to ``(samples, in_features)``).
+
+To trace several images at once, each prunable layer of a working copy is swapped for a
+:class:`MultiWeight` that holds one weight tensor per image and applies image ``b``'s weights to
+image ``b``'s views (a grouped convolution over the images, or a batched matmul), so one forward
+pass serves every image. Inputs are captured by a pre-hook that stops the forward pass as soon
+as the layer has received them (later layers are not needed yet).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PRUNABLE = (nn.Conv2d, nn.Linear)
+
+
+class _Stop(Exception):
+    """Raised by a capture hook to end a forward pass once the wanted input is in hand."""
+
+
+def execution_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
+    """Prunable layers of ``model`` as ``(name, module)`` in the order a forward pass on ``x``
+    calls them. A layer called twice in one pass (weight sharing) is refused: its trace would
+    have to fit two different inputs with one sparse weight, which capture does not do."""
+    seen: list[tuple[str, nn.Module]] = []
+    names = {m: n for n, m in model.named_modules()}
+    handles = []
+
+    def hook(module, _inputs):
+        if any(m is module for _, m in seen):
+            raise ValueError(f"layer {names[module]!r} is called more than once per forward pass; "
+                             "SPADE traces need every Conv2d/Linear used once")
+        seen.append((names[module], module))
+
+    for m in model.modules():
+        if isinstance(m, PRUNABLE):
+            handles.append(m.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def check_supported(name: str, module: nn.Module) -> None:
+    """Refuse layers whose weights cannot be written as ``W @ patches`` here."""
+    if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+        raise ValueError(f"layer {name!r}: padding_mode={module.padding_mode!r} is not supported "
+                         "by SPADE capture (only zero padding)")
+    if isinstance(module, nn.Conv2d) and isinstance(module.padding, str) and module.padding != "valid":
+        if any(s != 1 for s in module.stride):
+            raise ValueError(f"layer {name!r}: padding='same' with stride != 1 is not supported")
+
+
+def weight_matrix(module: nn.Module) -> torch.Tensor:
+    """Weights as ``(groups, rows, cols)``: a Linear is one group; a Conv2d with ``g`` groups has
+    ``out/g`` rows and ``in/g·kh·kw`` columns per group (column order = ``unfold``'s)."""
+    w = module.weight.detach()
+    if isinstance(module, nn.Linear):
+        return w.unsqueeze(0)
+    g = module.groups
+    return w.reshape(g, w.shape[0] // g, -1)
+
+
+def _conv_padding(module: nn.Conv2d):
+    pad = module.padding
+    if isinstance(pad, str):                       # "same" (stride 1) or "valid"
+        if pad == "valid":
+            return (0, 0)
+        if any((d * (k - 1)) % 2 for d, k in zip(module.dilation, module.kernel_size)):
+            raise ValueError("padding='same' with an even kernel is not supported")
+        return tuple((d * (k - 1)) // 2 for d, k in zip(module.dilation, module.kernel_size))
+    return pad
+
+
+def layer_samples(module: nn.Module, inp: torch.Tensor, n_images: int) -> torch.Tensor:
+    """Turn a layer's captured input ``(n_images·V, ...)`` into samples per image and group:
+    ``(n_images, groups, samples, cols)`` (patches for a conv, rows for a linear layer)."""
+    if isinstance(module, nn.Linear):
+        return inp.reshape(n_images, -1, inp.shape[-1]).unsqueeze(1)
+    cols = F.unfold(inp, module.kernel_size, dilation=module.dilation,
+                    padding=_conv_padding(module), stride=module.stride)   # (N·V, C·kh·kw, L)
+    g = module.groups
+    n_v, d, L = cols.shape
+    cols = cols.reshape(n_images, n_v // n_images, g, d // g, L)
+    return cols.permute(0, 2, 1, 4, 3).reshape(n_images, g, -1, d // g)
+
+
+def layer_hessian(module: nn.Module, inp: torch.Tensor, n_images: int,
+                  dtype: torch.dtype = torch.float64, chunk: int = 32) -> torch.Tensor:
+    """``H = 2/n · Xᵀ X`` per image and group, ``(n_images, groups, cols, cols)``, from a layer's
+    captured input ``(n_images·V, ...)``, with ``n`` = views × positions.
+
+    Views are unfolded ``chunk`` at a time (a full unfold of 128 views is hundreds of MB); each
+    chunk's product runs in the input's precision (float32 BLAS) and is summed in ``dtype``.
+    """
+    v = inp.shape[0] // n_images
+    per_image = inp.reshape(n_images, v, *inp.shape[1:])
+    H, n = None, 0
+    for i in range(0, v, chunk):
+        part = per_image[:, i:i + chunk].reshape(-1, *inp.shape[1:])
+        X = layer_samples(module, part, n_images)                  # (N, G, samples, cols)
+        h = (X.transpose(-1, -2) @ X).to(dtype)
+        H = h if H is None else H + h
+        n += X.shape[-2]
+    return H * (2.0 / n)
+
+
+class MultiWeight(nn.Module):
+    """A Conv2d or Linear carrying one weight (and bias) per image, applied to an image-major
+    batch ``(n_images·V, ...)``; image ``b``'s views see weights ``b`` only."""
+
+    def __init__(self, module: nn.Module, n_images: int):
+        super().__init__()
+        self.inner = module
+        self.n = n_images
+        self.weight = nn.Parameter(module.weight.detach().unsqueeze(0).repeat(
+            n_images, *[1] * module.weight.ndim), requires_grad=False)
+        bias = module.bias
+        self.bias = None if bias is None else nn.Parameter(
+            bias.detach().unsqueeze(0).repeat(n_images, 1), requires_grad=False)
+
+    def set_matrix(self, W: torch.Tensor) -> None:
+        """Write weights given as ``(n_images, groups, rows, cols)`` back in the module layout."""
+        self.weight.data.copy_(W.reshape(self.weight.shape).to(self.weight.dtype))
+
+    def forward(self, x):
+        n, m = self.n, self.inner
+        if isinstance(m, nn.Linear):
+            xs = x.reshape(n, -1, x.shape[-1])
+            y = torch.baddbmm(self.bias.unsqueeze(1), xs, self.weight.transpose(1, 2)) \
+                if self.bias is not None else xs @ self.weight.transpose(1, 2)
+            return y.reshape(*x.shape[:-1], -1)
+        v = x.shape[0] // n
+        xs = x.reshape(n, v, *x.shape[1:]).transpose(0, 1).reshape(v, -1, *x.shape[2:])
+        w = self.weight.reshape(-1, *self.weight.shape[2:])
+        b = None if self.bias is None else self.bias.reshape(-1)
+        y = F.conv2d(xs, w, b, m.stride, _conv_padding(m), m.dilation, m.groups * n)
+        y = y.reshape(v, n, -1, *y.shape[2:]).transpose(0, 1)
+        return y.reshape(n * v, *y.shape[2:])
+
+
+def swap_in(model: nn.Module, names: list[str], n_images: int) -> dict[str, MultiWeight]:
+    """Replace the named layers of ``model`` (a working copy) by :class:`MultiWeight` wrappers."""
+    wrappers = {}
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        wrapper = MultiWeight(getattr(parent, child), n_images)
+        setattr(parent, child, wrapper)
+        wrappers[name] = wrapper
+    return wrappers
+
+
+def capture_input(model: nn.Module, layer: nn.Module, views: torch.Tensor) -> torch.Tensor:
+    """Run ``views`` through ``model`` until ``layer`` is called; return its input (no grad)."""
+    box = {}
+
+    def hook(_module, inputs):
+        box["x"] = inputs[0].detach()
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            model(views)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if "x" not in box:
+        raise RuntimeError("the layer was not called during the forward pass")
+    return box["x"]

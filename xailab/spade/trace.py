@@ -1,0 +1,196 @@
+"""SPADE traces: a copy of the network pruned for one input, and explanations computed on it.
+
+A trace is built layer by layer in execution order, as SparseGPT prunes a network: the inputs
+captured at layer ``l`` come from the copy whose earlier layers are *already pruned*, and the
+layer is asked to reproduce its own dense weights' outputs on those inputs, ``min ‖W X − Ŵ X‖²``.
+(The alternative — fitting the dense model's outputs from pruned inputs — is asymmetric and needs
+two forward passes per layer; the sequential choice lets each layer correct the drift of the
+layers before it as far as its own weights allow.)  Biases are kept; layers at sparsity 0 are
+not touched at all, so a trace at sparsity 0 is the dense model.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from xailab.spade.augment import as_single_image, augment
+from xailab.spade.capture import (PRUNABLE, capture_input, check_supported, execution_order,
+                                  layer_hessian, swap_in, weight_matrix)
+from xailab.spade.schedule import layer_sparsities
+from xailab.spade.solvers import SOLVERS, prune, reconstruction_error
+from xailab.utils import check_positive, progress as _progress, resolve_device
+
+
+@dataclass
+class LayerReport:
+    """What happened to one layer of one trace."""
+    name: str
+    shape: tuple
+    target: float          # scheduled sparsity
+    achieved: float        # fraction of exactly-zero weights after pruning
+    rel_error: float       # ‖WX − ŴX‖² / ‖WX‖² on this layer's captured inputs (0 if untouched)
+    capture_s: float       # seconds to capture inputs and build H (shared by a batch of images)
+    solve_s: float         # seconds in the solver (shared by a batch of images)
+
+
+@dataclass
+class TraceReport:
+    """Per-layer record of a trace, attached to the returned model as ``.spade_report``."""
+    solver: str
+    n_views: int
+    seed: int
+    n_images: int                          # images traced together (timings are shared)
+    layers: list[LayerReport] = field(default_factory=list)
+
+    @property
+    def capture_seconds(self) -> float:
+        return sum(r.capture_s for r in self.layers)
+
+    @property
+    def solve_seconds(self) -> float:
+        return sum(r.solve_s for r in self.layers)
+
+    @property
+    def seconds_per_image(self) -> float:
+        return (self.capture_seconds + self.solve_seconds) / self.n_images
+
+    def rows(self) -> list[dict]:
+        """One dict per layer (for a pandas DataFrame or a printed table)."""
+        return [asdict(r) for r in self.layers]
+
+
+def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: str = "constant",
+                solver: str = "fast", n_views: int = 64, seed: int = 0, device="auto",
+                dtype: torch.dtype = torch.float64, damp: float = 0.01, blocksize: int = 32,
+                dense_first: bool = True, augment_options: dict | None = None,
+                progress: bool = True) -> list[nn.Module]:
+    """One SPADE trace per image of ``xs (N, C, H, W)``, built together in one pass per layer.
+
+    Returns ``N`` pruned deep copies of ``model`` in eval mode on ``device``, each with a
+    :class:`TraceReport` as ``.spade_report``. ``model`` itself is never modified. Arguments as in
+    :func:`trace`; every image gets the same ``n_views`` random transforms, so its trace equals
+    the one :func:`trace` builds for it alone.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(xs, torch.Tensor) or xs.ndim != 4 or xs.shape[0] < 1:
+        raise ValueError(f"xs must be a batch of images (N, C, H, W), got "
+                         f"{getattr(xs, 'shape', type(xs).__name__)}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    n_views = int(check_positive("n_views", n_views, integer=True))
+    if not any(isinstance(m, PRUNABLE) for m in model.modules()):
+        raise ValueError("the model has no prunable layers (nn.Conv2d or nn.Linear) to trace")
+    dev = resolve_device(device)
+    n_img = xs.shape[0]
+    work = copy.deepcopy(model).to(dev).eval()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    xs = xs.detach().float().to(dev)
+    order = execution_order(work, xs[:1])
+    names = [n for n, _ in order]
+    for name, module in order:
+        check_supported(name, module)
+    targets = layer_sparsities(names, sparsity, schedule, dense_first=dense_first,
+                               first_is_conv=isinstance(order[0][1], nn.Conv2d) if order else False)
+    views = augment(xs, n_views, seed=seed, **(augment_options or {}))
+    wrappers = swap_in(work, names, n_img)
+    reports = [TraceReport(solver, n_views, int(seed), n_img) for _ in range(n_img)]
+    options = {"shared": 1} if solver == "magnitude" else {"damp": damp, "shared": 1}
+    if solver == "fast":
+        options["blocksize"] = blocksize
+
+    for name, module in _progress(order, progress, desc="SPADE trace", leave=False):
+        wrapper, s = wrappers[name], targets[name]
+        W = weight_matrix(module).to(dev)
+        if s == 0.0:
+            achieved = float((W == 0).float().mean())
+            for rep in reports:
+                rep.layers.append(LayerReport(name, tuple(module.weight.shape), 0.0, achieved, 0.0, 0.0, 0.0))
+            continue
+        t0 = time.perf_counter()
+        H = layer_hessian(module, capture_input(work, wrapper, views), n_img, dtype)
+        t1 = time.perf_counter()
+        W = W.unsqueeze(0).expand(n_img, *W.shape).to(dtype)
+        W_hat = prune(W, H, s, solver, **options)
+        wrapper.set_matrix(W_hat)
+        t2 = time.perf_counter()
+        num = reconstruction_error(W, W_hat, H, relative=False).sum(-1)
+        den = reconstruction_error(W, torch.zeros_like(W_hat), H, relative=False).sum(-1)
+        rel = (num / den.clamp_min(torch.finfo(dtype).tiny)).tolist()
+        zero = (W_hat == 0).flatten(1).float().mean(1).tolist()
+        for b, rep in enumerate(reports):
+            rep.layers.append(LayerReport(name, tuple(module.weight.shape), s, zero[b], rel[b],
+                                          t1 - t0, t2 - t1))
+
+    traces = []
+    for b in range(n_img):
+        t = copy.deepcopy(model).to(dev).eval()
+        for name in names:
+            target = t.get_submodule(name)
+            target.weight.data.copy_(wrappers[name].weight[b].to(target.weight.dtype))
+        t.spade_report = reports[b]
+        traces.append(t)
+    return traces
+
+
+def trace(model: nn.Module, x: torch.Tensor, sparsity=0.7, *, schedule: str = "constant",
+          solver: str = "fast", n_views: int = 64, seed: int = 0, device="auto",
+          progress: bool = True, **options) -> nn.Module:
+    """A SPADE trace of ``model`` for the single image ``x`` ``(C, H, W)`` or ``(1, C, H, W)``.
+
+    ``sparsity``: a fraction in [0, 1) (constant, or the maximum of ``schedule="linear"``) or a
+    mapping ``layer name -> sparsity``; the first convolution stays dense unless
+    ``dense_first=False`` (see :mod:`xailab.spade.schedule`). ``solver``: ``"fast"`` (SparseGPT),
+    ``"obc"`` (exact, slow on wide layers) or ``"magnitude"`` (baseline). ``n_views`` augmented
+    views (seeded) are the data each layer is fitted on. Further options: ``dtype`` (solver
+    precision, float64 default), ``damp`` (Hessian damping as a fraction of its mean diagonal,
+    0.01), ``blocksize`` (fast solver), ``dense_first``, ``augment_options``.
+
+    Returns a pruned deep copy in eval mode on ``device`` with ``.spade_report`` (per-layer
+    target/achieved sparsity, relative reconstruction error, seconds); ``model`` is untouched.
+    """
+    x = as_single_image(x)
+    return trace_batch(model, x, sparsity, schedule=schedule, solver=solver, n_views=n_views,
+                       seed=seed, device=device, progress=progress, **options)[0]
+
+
+def explain(model: nn.Module, x: torch.Tensor, target, method: str = "gradient", *, sparsity=0.7,
+            schedule: str = "constant", solver: str = "fast", n_views: int = 64, seed: int = 0,
+            device="auto", progress: bool = False, trace_options: dict | None = None,
+            **options) -> torch.Tensor:
+    """Attribution of ``model``'s class ``target`` at the single image ``x`` computed on its SPADE
+    trace: ``xailab.attribute(trace(model, x, ...), x, target, method, **options)``.
+
+    Returns a tensor shaped like ``x`` as a batch of one (``(1, C, H, W)``, or one channel for
+    CAM-style methods); ``options`` go to the attribution method, ``trace_options`` to :func:`trace`.
+    """
+    from xailab import attribute
+
+    x1 = as_single_image(x)
+    t = trace(model, x1, sparsity, schedule=schedule, solver=solver, n_views=n_views, seed=seed,
+              device=device, progress=progress, **(trace_options or {}))
+    return attribute(t, x1.to(next(t.parameters()).device), target, method=method, **options)
+
+
+def kept_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``{layer name: bool mask of non-zero weights}`` for every prunable layer."""
+    return {n: m.weight.detach() != 0 for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
+
+
+def overlap(a: nn.Module, b: nn.Module, layers=None) -> dict[str, float]:
+    """Jaccard overlap ``|K_a ∩ K_b| / |K_a ∪ K_b|`` of the kept weights of two traces, per layer
+    (``layers``: names to compare, default every prunable layer pruned in either trace)."""
+    ka, kb = kept_masks(a), kept_masks(b)
+    out = {}
+    for name in layers or ka:
+        A, B = ka[name], kb[name]
+        if layers is None and bool(A.all()) and bool(B.all()):
+            continue                                  # dense in both: nothing to compare
+        union = (A | B).sum().item()
+        out[name] = (A & B).sum().item() / union if union else 1.0
+    return out
