@@ -40,7 +40,8 @@ from xailab.utils import as_targets, preserved_state, require_eval
 
 __all__ = [
     "FullGradients", "full_gradients", "completeness_gap", "unsupported_modules",
-    "postprocess", "layer_maps", "aggregate", "fold_batchnorm", "POSTS",
+    "postprocess", "layer_maps", "aggregate", "fold_batchnorm", "pixel_perturbation", "flip_test",
+    "POSTS",
 ]
 
 #: Layers whose bias (explicit, or implicit for batch-norm) enters the decomposition.
@@ -436,3 +437,93 @@ def fold_batchnorm(model: nn.Module, example: Tensor | None = None) -> nn.Module
                                f"{(ref - new).abs().max():.3g}); a folded layer's output must feed "
                                "something besides its batch-norm")
     return folded
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's evaluations
+# ---------------------------------------------------------------------------------------------
+
+def _pixel_scores(saliency: Tensor, x: Tensor, reduce: str) -> Tensor:
+    """Pixel maps ``(N, 1, H, W)`` from a saliency shaped like ``x`` or with one channel."""
+    if saliency.ndim == 3:
+        saliency = saliency[:, None]
+    if saliency.shape[0] != x.shape[0] or saliency.shape[2:] != x.shape[2:]:
+        raise ValueError(f"saliency must be shaped like x {tuple(x.shape)} or (N, 1, H, W), "
+                         f"got {tuple(saliency.shape)}")
+    if saliency.shape[1] > 1:
+        from xailab.attribution import reduce_channels
+
+        saliency = reduce_channels(saliency, how=reduce)
+    return saliency
+
+
+def _fill_value(x: Tensor, fill, blur_sigma: float):
+    """What removed pixels become: each image's channel means, its blurred self, or zeros."""
+    if fill == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    if fill == "blur":
+        from torchvision.transforms.functional import gaussian_blur
+
+        half = min(int(round(3 * blur_sigma)), min(x.shape[-2:]) - 1)   # reflect padding < image size
+        k = 2 * half + 1
+        return gaussian_blur(x, [k, k], [blur_sigma, blur_sigma])
+    if fill == "zero":
+        return torch.zeros_like(x)
+    raise ValueError(f"fill must be 'mean', 'blur' or 'zero', got {fill!r}")
+
+
+@torch.no_grad()
+def pixel_perturbation(model: nn.Module, x: Tensor, saliency: Tensor, target, fractions=(0.1, 0.3, 0.5),
+                       *, most_salient: bool = False, fill: str = "mean", blur_sigma: float = 2.0,
+                       reduce: str = "abs-sum") -> Tensor:
+    """The paper's pixel-perturbation test: replace the k % *least* salient pixels of each image
+    (``most_salient=True``: the most salient) and measure ``|f(x') - f(x)| / |f(x)|``, the relative
+    change of the ``target`` logit.  Removing unimportant pixels should change little: lower is
+    better for least-salient removal, higher for most-salient removal.
+
+    ``saliency``: ``(N, 1, H, W)`` pixel maps, or shaped like ``x`` (reduced over channels with
+    ``reduce``; the choice is the caller's).  ``fill``: ``"mean"`` (each image's channel means),
+    ``"blur"`` (a Gaussian blur of the image, std ``blur_sigma`` px: no sharp edges) or ``"zero"``.
+    Pixels are ranked with :func:`xailab.roar.removal_mask` (exact counts, deterministic ties).
+    Returns ``(len(fractions), N)``.
+    """
+    from xailab.roar import replace_features
+
+    require_eval(model, "pixel_perturbation")
+    scores = _pixel_scores(saliency, x, reduce)
+    value = _fill_value(x, fill, blur_sigma)
+    t = as_targets(target, x.shape[0], device=x.device)
+    base = model(x).gather(1, t[:, None]).squeeze(1)
+    rows = []
+    for k in fractions:
+        xk = replace_features(x, scores, k, top=most_salient, fill_value=value)
+        out = model(xk).gather(1, t[:, None]).squeeze(1)
+        rows.append((out - base).abs() / base.abs().clamp_min(torch.finfo(base.dtype).tiny))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def flip_test(model: nn.Module, x: Tensor, map_a: Tensor, map_b: Tensor | None, a, b,
+              fractions=(0.05, 0.1, 0.2), *, fill: float = 0.0) -> Tensor:
+    """Digit-flipping test (Shrikumar et al. 2017): erase the pixels that most support class ``a``
+    over class ``b`` and measure how far the logit difference ``f_a - f_b`` falls.
+
+    Pixels are ranked by ``map_a - map_b`` (``map_b=None``: by ``map_a`` alone), both ``(N, 1, H, W)``
+    or shaped like ``x`` (channels summed, signs kept); the top k % are set to ``fill`` (the digits'
+    background).  Returns the drop ``(f_a - f_b)(x) - (f_a - f_b)(x')`` per fraction and image,
+    ``(len(fractions), N)``: larger means the map told which pixels make an ``a`` rather than a ``b``.
+    """
+    from xailab.roar import replace_features
+
+    require_eval(model, "flip_test")
+    score = _pixel_scores(map_a, x, "sum") - (0 if map_b is None else _pixel_scores(map_b, x, "sum"))
+    ta = as_targets(a, x.shape[0], device=x.device)
+    tb = as_targets(b, x.shape[0], device=x.device)
+
+    def margin(z):
+        out = model(z)
+        return out.gather(1, ta[:, None]).squeeze(1) - out.gather(1, tb[:, None]).squeeze(1)
+
+    m0 = margin(x)
+    return torch.stack([m0 - margin(replace_features(x, score, k, top=True, reduce="sum", fill_value=fill))
+                        for k in fractions])

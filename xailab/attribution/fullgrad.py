@@ -67,12 +67,13 @@ def simple_fullgrad(model: nn.Module, x: Tensor, target, *, post: str = "abs",
 
 
 def _noisy(x: Tensor, sigma: float, n_samples: int, seed: int) -> Tensor:
-    """``(n_samples, N, ...)`` copies of x with Gaussian noise of std ``sigma * (max - min)`` of
-    each sample (the SmoothGrad paper's convention: sigma as a fraction of the value range)."""
-    rng = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view([1, -1] + [1] * (x.ndim - 1))
-    g = seeded_generator(seed, x.device)
-    noise = torch.randn((n_samples,) + tuple(x.shape), generator=g, device=x.device, dtype=x.dtype)
-    return x.unsqueeze(0) + sigma * rng * noise
+    """``(n_samples, N, ...)`` noisy copies of x, std ``sigma * (max - min)`` of each sample (the
+    SmoothGrad convention), drawn block by block exactly as :func:`xailab.attribution.ensemble`
+    draws them, so both averages below see the same noisy inputs."""
+    scale = sigma * (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view([-1] + [1] * (x.ndim - 1))
+    g = seeded_generator(seed)
+    return torch.stack([x + scale * torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+                        for _ in range(n_samples)])
 
 
 def smooth_fullgrad(model: nn.Module, x: Tensor, target, *, sigma: float = 0.15, n_samples: int = 15,
@@ -82,18 +83,25 @@ def smooth_fullgrad(model: nn.Module, x: Tensor, target, *, sigma: float = 0.15,
     """SmoothGrad applied to FullGrad: average over ``n_samples`` noisy copies of ``x``.
 
     ``sigma``: noise std as a fraction of each sample's value range (SmoothGrad convention).
-    ``average="maps"`` (default) averages the FullGrad saliency maps of the noisy copies (SmoothGrad
-    of FullGrad); ``average="terms"`` averages the raw full-gradient terms and post-processes the
-    averages once, as the authors' SmoothFullGrad does.  ``batch_size``: rows (noisy copies x
-    samples) per forward/backward pass (default: about 2M input elements).  Seeded; the
-    noise does not depend on ``batch_size``.
+    ``average="maps"`` (default) averages the FullGrad saliency maps of the noisy copies: SmoothGrad
+    with FullGrad as its base, computed by :func:`xailab.attribution.ensemble`.
+    ``average="terms"`` averages the raw full-gradient terms and post-processes the averages once,
+    as the authors' SmoothFullGrad does.  ``batch_size``: rows (noisy copies x samples) per
+    forward/backward pass (default: about 2M input elements).  Seeded; the result does not depend
+    on ``batch_size``.
     """
     _check_x(x)
-    check_positive("sigma", sigma)
-    n_samples = int(check_positive("n_samples", n_samples, integer=True))
-    if average not in ("maps", "terms"):
+    opts = dict(post=post, normalize=normalize, include_input=include_input, merge_batchnorm=merge_batchnorm)
+    if average == "maps":
+        from xailab.attribution.ensembles import ensemble
+
+        return ensemble(model, x, target, base=fullgrad, stats=("smoothgrad",), sigma=sigma,
+                        n_samples=n_samples, batch_size=batch_size, seed=seed, **opts)["smoothgrad"]
+    if average != "terms":
         raise ValueError(f"average must be 'maps' or 'terms', got {average!r}")
-    noisy = _noisy(x, float(sigma), n_samples, seed).flatten(0, 1)   # (S*N, ...), sample-major
+    sigma = check_positive("sigma", sigma)
+    n_samples = int(check_positive("n_samples", n_samples, integer=True))
+    noisy = _noisy(x.detach(), sigma, n_samples, seed).flatten(0, 1)   # (S*N, ...), sample-major
     n = x.shape[0]
     t = as_targets(target, n, device=x.device).repeat(n_samples)
     owner = torch.arange(n, device=x.device).repeat(n_samples)        # which sample each row is
@@ -103,16 +111,8 @@ def smooth_fullgrad(model: nn.Module, x: Tensor, target, *, sigma: float = 0.15,
     for r0 in range(0, noisy.shape[0], rows):
         xs, idx = noisy[r0:r0 + rows], owner[r0:r0 + rows]
         fg = _fg.full_gradients(model, xs, t[r0:r0 + rows], merge_batchnorm=merge_batchnorm)
-        if average == "maps":
-            part = {"map": _fg.aggregate(fg, xs.shape, post=post, normalize=normalize,
-                                         include_input=include_input)}
-        else:
-            part = ({"input": fg.input} if include_input else {}) | fg.bias
-        for k, v in part.items():
+        for k, v in (({"input": fg.input} if include_input else {}) | fg.bias).items():
             if k not in acc:
                 acc[k] = torch.zeros((n,) + tuple(v.shape[1:]), dtype=v.dtype, device=v.device)
             acc[k].index_add_(0, idx, v)
-    mean = {k: v / n_samples for k, v in acc.items()}
-    if average == "maps":
-        return mean["map"]
-    return _fg.aggregate(mean, x.shape, post=post, normalize=normalize)
+    return _fg.aggregate({k: v / n_samples for k, v in acc.items()}, x.shape, post=post, normalize=normalize)
