@@ -69,10 +69,10 @@ def test_shapes_mask_is_exactly_the_object(sh):
     inside = sh.mask.sum((1, 2, 3))
     assert (inside >= 10).all(), "every image has a visible object"
     assert ((changed * sh.mask).sum((1, 2, 3)) / inside).min() > 0.9  # the object covers its mask
-    # the mask is compact: its bounding box fits the largest object (radius 0.32*size, rotated)
+    # the mask is compact: its bounding box fits the largest object (radius 0.35*size, rotated)
     for i in range(0, 300, 7):
         r0, r1, c0, c1 = _bbox(sh.mask[i, 0] > 0)
-        assert r1 - r0 + 1 <= 2 * 1.2 * 0.32 * 32 + 2 and c1 - c0 + 1 <= 2 * 1.2 * 0.32 * 32 + 2
+        assert r1 - r0 + 1 <= 2 * 1.2 * 0.35 * 32 + 2 and c1 - c0 + 1 <= 2 * 1.2 * 0.35 * 32 + 2
         # the mask fills a good part of its own box (one object, not scattered pixels)
         assert sh.mask[i, 0, r0:r1 + 1, c0:c1 + 1].mean() > 0.3
 
@@ -96,6 +96,20 @@ def test_shapes_is_fast():
     start = time.process_time()
     D.shapes(2000, seed=0)
     assert time.process_time() - start < 4.0  # ~0.2 s on one idle core
+
+
+@pytest.mark.slow
+def test_shapes_is_learnable_but_not_trivial():
+    """The issue's requirement: a small CNN reaches >= 90 % in well under a minute on CPU."""
+    models = pytest.importorskip("xailab.models")
+    train = pytest.importorskip("xailab.train")
+    tr, te = D.shapes(3000, seed=1), D.shapes(1000, seed=2)
+    model = train.fit(models.SmallCNN(3, 4, seed=0), tr, epochs=1, seed=0, progress=False, device="cpu")
+    assert train.evaluate(model, te, device="cpu") < 0.75, "one epoch should not solve it"
+    start = time.time()
+    model = train.fit(models.SmallCNN(3, 4, seed=0), tr, epochs=10, seed=0, progress=False, device="cpu")
+    assert train.evaluate(model, te, device="cpu") >= 0.9
+    assert time.time() - start < 120  # ~12 s on an idle core; generous for a shared machine
 
 
 @pytest.mark.parametrize("kwargs, name", [

@@ -14,6 +14,7 @@ the same tensors, and the global RNG is never touched.
 from __future__ import annotations
 
 import math
+import operator
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,9 +186,9 @@ def _object_colour(n: int, g: torch.Generator, brightness: tuple[float, float]) 
 
 
 def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise: float = 0.06,
-           distractors: int = 2, scale: tuple[float, float] = (0.2, 0.32), rotation: float = 15.0,
-           background: tuple[float, float] = (0.1, 0.6), texture: float = 0.15,
-           brightness: tuple[float, float] = (0.75, 1.0), draw_object: bool = True, chunk: int = 512) -> Data:
+           distractors: int = 2, scale: tuple[float, float] = (0.22, 0.35), rotation: float = 10.0,
+           background: tuple[float, float] = (0.1, 0.5), texture: float = 0.15,
+           brightness: tuple[float, float] = (0.8, 1.0), draw_object: bool = True, chunk: int = 512) -> Data:
     """Synthetic colour images whose class is the kind of one object (square, disc, triangle ...).
 
     Each image: a smooth random colour field with values in ``background`` plus a finer texture
@@ -197,9 +198,10 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
     anywhere inside the image), then Gaussian pixel noise of std ``noise`` everywhere; clamped to
     [0, 1]. Classes are balanced (``n // num_classes`` or one more each).
 
-    With the defaults, the 3-block ``SmallCNN`` trained with Adam (lr 1e-3, batch 64) on 3000
-    images reaches about 90 % test accuracy after 8-10 epochs, starting near chance: learnable,
-    not trivial. Raise ``noise``, ``texture`` or ``distractors`` (or lower ``scale``) for harder data.
+    With the defaults, ``SmallCNN`` (3 blocks, width 16) trained with Adam (lr 1e-3, batch 64) on
+    3000 images is near chance after one epoch (~35-40 %), passes 90 % test accuracy after about
+    6 epochs and reaches ~96 % after 10 (about 12 s on one CPU core): learnable, not trivial.
+    Raise ``noise``, ``texture``, ``distractors`` or ``rotation`` (or lower ``scale``) for harder data.
 
     ``mask`` is exactly the object's pixels: the object is drawn last and opaque, so no pixel
     outside the mask depends on it. ``draw_object=False`` gives the same images (same random
@@ -271,12 +273,22 @@ TRIGGER_DESIGNS = ("checkerboard", "cross", "stripes", "smiley", "target")
 """Trigger patch designs by id (``design=0`` is the checkerboard ...)."""
 
 
+def _design_id(design, name: str = "design") -> int:
+    """``design`` as an int id into :data:`TRIGGER_DESIGNS`, or a ValueError naming ``name``."""
+    try:
+        d = None if isinstance(design, bool) else operator.index(design)
+    except TypeError:
+        d = None
+    if d is None or not 0 <= d < len(TRIGGER_DESIGNS):
+        raise ValueError(f"{name} must be int ids in [0, {len(TRIGGER_DESIGNS) - 1}] "
+                         f"({', '.join(f'{i}={n}' for i, n in enumerate(TRIGGER_DESIGNS))}), got {design!r}")
+    return d
+
+
 def trigger_patch(design: int, size: int, channels: int = 3) -> tuple[Tensor, Tensor]:
     """The ``design``'s patch: (pattern ``(channels, size, size)`` in [0, 1], alpha ``(1, size, size)``
     in {0, 1}); only pixels with alpha 1 are stamped. One-channel patterns are the RGB mean."""
-    if not isinstance(design, int) or not 0 <= design < len(TRIGGER_DESIGNS):
-        raise ValueError(f"design must be an int in [0, {len(TRIGGER_DESIGNS) - 1}] "
-                         f"({', '.join(TRIGGER_DESIGNS)}), got {design!r}")
+    design = _design_id(design)
     size = int(check_positive("size", size, integer=True))
     idx = torch.arange(size, dtype=torch.float32)
     r, c = torch.meshgrid(idx, idx, indexing="ij")
@@ -405,13 +417,9 @@ def add_trigger(data: Data, *, target_class: int, fraction: float, seed: int = 0
     k = data.num_classes
     if isinstance(target_class, bool) or int(target_class) != target_class or not 0 <= target_class < k:
         raise ValueError(f"target_class must be a class index in [0, {k - 1}], got {target_class!r}")
-    designs = tuple(designs)
+    designs = tuple(_design_id(d, "designs") for d in designs)
     if not designs:
         raise ValueError("designs must name at least one trigger design")
-    for d in designs:
-        if not isinstance(d, int) or not 0 <= d < len(TRIGGER_DESIGNS):
-            raise ValueError(f"designs must be ints in [0, {len(TRIGGER_DESIGNS) - 1}] "
-                             f"({', '.join(TRIGGER_DESIGNS)}), got {d!r}")
     n, _, h, w = data.x.shape
     size = _default_trigger_size(h, w) if size is None else int(check_positive("size", size, integer=True))
     g = seeded_generator(seed)
