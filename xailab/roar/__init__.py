@@ -12,9 +12,9 @@ from xailab.roar.plot import plot, plot_families, plot_variants
 from xailab.roar.removal import (channel_mean, feature_scores, keep, n_removed, remove, removal_mask,
                                  replace_features)
 from xailab.roar.result import RoarResult
-from xailab.roar.sweep import ModelFactory, roar, run_cell
+from xailab.roar.sweep import ModelFactory, process_pool, roar, run_cell
 
 __all__ = ["remove", "keep", "replace_features", "removal_mask", "n_removed", "channel_mean",
-           "feature_scores", "roar", "run_cell", "ModelFactory", "RoarResult", "PAPER_ESTIMATORS",
+           "feature_scores", "roar", "run_cell", "ModelFactory", "process_pool", "RoarResult", "PAPER_ESTIMATORS",
            "CONTROLS", "Estimator", "parse_estimator", "relevance_maps", "plot", "plot_variants",
            "plot_families"]

@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from xailab.utils import progress as progress_bar
+from xailab.utils import progress as progress_bar, resolve_device
 
 ENSEMBLE_STATS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 BASES = ("gradient", "guided_backprop", "integrated_gradients")
@@ -124,6 +124,7 @@ def atomic_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache entry is ordinary data
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -190,7 +191,7 @@ def _compute(model, x, t, group: list[Estimator], options: Mapping, seed: int, b
 
 
 def relevance_maps(model: nn.Module, data, estimators: Sequence[str], *, target: str = "predicted",
-                   options: Mapping | None = None, seed: int = 0, batch_size: int = 128, device="cpu",
+                   options: Mapping | None = None, seed: int = 0, batch_size: int = 128, device="auto",
                    cache_dir: str | os.PathLike | None = "data/cache", progress: bool = True,
                    ) -> dict[str, Tensor]:
     """Relevance of every sample of ``data`` for each estimator name, shaped like ``data.x``.
@@ -202,6 +203,7 @@ def relevance_maps(model: nn.Module, data, estimators: Sequence[str], *, target:
     load.  ``cache_dir=None`` disables the cache.
     """
     options = dict(options or {})
+    device = resolve_device(device)
     parsed = [parse_estimator(e) for e in estimators]
     model_hash = model_fingerprint(model)
     cache = Path(cache_dir) / "roar" if cache_dir is not None else None

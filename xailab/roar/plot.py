@@ -1,7 +1,13 @@
-"""Figures of a ROAR sweep: accuracy against the fraction removed, estimators against controls."""
+"""Figures of a ROAR sweep: accuracy against the fraction removed, estimators against controls.
+
+Like :mod:`xailab.viz`, figures are plain :class:`matplotlib.figure.Figure` objects (not registered
+with pyplot): display them as a cell's last expression or with ``display(fig)``.
+"""
 from __future__ import annotations
 
 from typing import Sequence
+
+from matplotlib.figure import Figure
 
 from xailab.roar.estimators import CONTROLS
 from xailab.roar.result import RoarResult
@@ -32,28 +38,24 @@ def _draw(ax, result: RoarResult, names: Sequence[str], variant: str, title=None
 def plot(result: RoarResult, estimators: Sequence[str] | None = None, *, controls: Sequence[str] = CONTROLS,
          variant: str = "roar", ax=None, title=None):
     """Accuracy vs fraction removed for ``estimators`` (default: all) with the ``controls`` dashed;
-    mean over seeds with ±1 std shaded; the dotted line is chance."""
-    import matplotlib.pyplot as plt
-
+    mean over seeds with ±1 std shaded; the dotted line is chance.  Returns the Figure."""
     names = list(estimators) if estimators is not None else [e for e in result.estimators if e not in controls]
     names += [c for c in controls if c in result.estimators and c not in names]
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.6))
-    return _draw(ax, result, names, variant, title)
+        ax = Figure(figsize=(5, 3.6), layout="constrained").add_subplot()
+    _draw(ax, result, names, variant, title)
+    return ax.figure
 
 
 def plot_variants(result: RoarResult, estimators: Sequence[str] | None = None, *,
                   variants: Sequence[str] = ("roar", "no_retrain"), controls: Sequence[str] = CONTROLS,
                   figsize=None):
     """One panel per variant, same estimators, shared y axis: ROAR next to no-retrain (and KAR)."""
-    import matplotlib.pyplot as plt
-
     variants = [v for v in variants if v in result.variants]
-    fig, axes = plt.subplots(1, len(variants), figsize=figsize or (4.6 * len(variants), 3.6), sharey=True,
-                             squeeze=False)
+    fig = Figure(figsize=figsize or (4.6 * len(variants), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(variants), sharey=True, squeeze=False)
     for ax, v in zip(axes[0], variants):
         plot(result, estimators, controls=controls, variant=v, ax=ax)
-    fig.tight_layout()
     return fig
 
 
@@ -61,14 +63,11 @@ def plot_families(result: RoarResult, bases: Sequence[str] = ("gradient", "guide
                                                              "integrated_gradients"), *,
                   variant: str = "roar", controls: Sequence[str] = CONTROLS, figsize=None):
     """The paper's layout: one panel per base method with its plain, squared and ensemble variants."""
-    import matplotlib.pyplot as plt
-
     present = [b for b in bases if any(b in e for e in result.estimators)]
-    fig, axes = plt.subplots(1, len(present), figsize=figsize or (4.6 * len(present), 3.8), sharey=True,
-                             squeeze=False)
+    fig = Figure(figsize=figsize or (4.6 * len(present), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(present), sharey=True, squeeze=False)
     for ax, base in zip(axes[0], present):
         names = [e for e in result.estimators if e not in controls and (e == base or f"({base})" in e
                                                                          or e.startswith(base + "²"))]
         plot(result, names, controls=controls, variant=variant, ax=ax, title=f"{base} ({variant})")
-    fig.tight_layout()
     return fig

@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from xailab.roar.estimators import parse_estimator, relevance_maps
 from xailab.roar.removal import RANK_BY, REDUCE, channel_mean, replace_features
 from xailab.roar.result import RoarResult
-from xailab.utils import check_fraction, check_positive, progress as progress_bar
+from xailab.utils import check_fraction, check_positive, progress as progress_bar, resolve_device
 
-__all__ = ["roar", "ModelFactory"]
+__all__ = ["roar", "ModelFactory", "process_pool"]
 
 
 class ModelFactory:
@@ -38,6 +38,21 @@ class ModelFactory:
     def __repr__(self) -> str:
         args = ", ".join([repr(self.name)] + [f"{k}={v!r}" for k, v in self.kw.items()])
         return f"ModelFactory({args})"
+
+
+def process_pool(workers: int = 2):
+    """A local ``ProcessPoolExecutor`` for :func:`roar`: ``workers`` processes, one torch thread each.
+
+    Forked where the platform allows it (fast start; one thread per worker keeps OpenMP fork-safe),
+    spawned elsewhere.  Use it as a context manager: ``with process_pool(2) as ex: roar(..., executor=ex)``.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = int(check_positive("workers", workers, integer=True))
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                               initializer=torch.set_num_threads, initargs=(1,))
 
 
 def _strip(data):
@@ -105,7 +120,7 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
          seeds: int | Sequence[int] = 5, epochs: int = 10, explain_model: nn.Module | None = None, *,
          variants: Sequence[str] = ("roar", "keep", "no_retrain"), rank_by: str = "pixel",
          reduce: str = "abs-sum", target: str = "predicted", options: Mapping | None = None,
-         lr: float = 1e-3, batch_size: int = 64, relevance_batch_size: int = 128, device="cpu",
+         lr: float = 1e-3, batch_size: int = 64, relevance_batch_size: int = 128, device="auto",
          cache_dir: str | os.PathLike | None = "data/cache", executor=None, progress: bool = True,
          ) -> RoarResult:
     """Remove (and keep) the top fractions of features per estimator and retrain from scratch.
@@ -140,14 +155,16 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
                 _check_relevance_shape(t, d.x, f"{what} relevance of {label!r}")
     from xailab.train import evaluate, fit
 
+    device = resolve_device(device)
     train, test = _strip(train), _strip(test)
-    if explain_model is None:
+    names = [spec for spec in items.values() if isinstance(spec, str)]
+    if explain_model is None and (names or "no_retrain" in variants):  # only when something needs it
         explain_model = fit(model_fn(seeds[0]), train, epochs=epochs, lr=lr, batch_size=batch_size,
                             seed=seeds[0], device=device, progress=False)
-    explain_model.eval()
+    if explain_model is not None:
+        explain_model.eval()
 
     # relevance of the whole train and test sets, once per estimator (cached on disk)
-    names = [spec for spec in items.values() if isinstance(spec, str)]
     rel: dict[str, tuple[Tensor, Tensor]] = {}
     if names:
         kw = dict(target=target, options=options, batch_size=relevance_batch_size, device=device,
@@ -194,7 +211,7 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
                                 -1 if r["seed"] is None else r["seed"]))
     meta = dict(chance=1.0 / _num_classes(train, test), fractions=fractions, seeds=seeds, epochs=epochs,
                 rank_by=rank_by, reduce=reduce, target=target, options=dict(options or {}),
-                explain_accuracy=evaluate(explain_model, test, device=device))
+                explain_accuracy=None if explain_model is None else evaluate(explain_model, test, device=device))
     return RoarResult(records, meta)
 
 
