@@ -185,10 +185,13 @@ def _object_colour(n: int, g: torch.Generator, brightness: tuple[float, float]) 
     return _hsv_to_rgb(h, 0.2 + 0.8 * s, lo + (hi - lo) * v)
 
 
+_CHUNK = 512  # images rasterised at once; part of the random stream, so a constant
+
+
 def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise: float = 0.06,
            distractors: int = 2, scale: tuple[float, float] = (0.22, 0.35), rotation: float = 10.0,
            background: tuple[float, float] = (0.1, 0.5), texture: float = 0.15,
-           brightness: tuple[float, float] = (0.8, 1.0), draw_object: bool = True, chunk: int = 512) -> Data:
+           brightness: tuple[float, float] = (0.8, 1.0), draw_object: bool = True) -> Data:
     """Synthetic colour images whose class is the kind of one object (square, disc, triangle ...).
 
     Each image: a smooth random colour field with values in ``background`` plus a finer texture
@@ -240,8 +243,8 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
     }
     rows, cols = _grid(size)
     xs, masks = [], []
-    for s in range(0, n, chunk):
-        sl = slice(s, min(n, s + chunk))
+    for s in range(0, n, _CHUNK):  # chunks keep the working set in cache (and the draws fixed)
+        sl = slice(s, min(n, s + _CHUNK))
         b = sl.stop - sl.start
         bg = background[0] + (background[1] - background[0]) * _smooth_field(b, size, 4, g)
         bg = bg + texture * (_smooth_field(b, size, max(2, size // 4), g) - 0.5)  # finer texture
@@ -371,7 +374,7 @@ def stamp_trigger(x: Tensor, design: int, position=None, seed: int = 0, *,
         raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
     n, _, h, w = x.shape
     size = _default_trigger_size(h, w) if size is None else int(check_positive("size", size, integer=True))
-    trigger_patch(design, size)  # validates design
+    design = _design_id(design)
     if position is None:
         pos = _positions(n, h, w, size, None, seeded_generator(seed))
     else:
