@@ -30,6 +30,7 @@ class LayerReport:
     """What happened to one layer of one trace."""
     name: str
     shape: tuple
+    solver: str            # solver that pruned this layer ("-" when left dense)
     target: float          # scheduled sparsity
     achieved: float        # fraction of exactly-zero weights after pruning
     rel_error: float       # ‖WX − ŴX‖² / ‖WX‖² on this layer's captured inputs (0 if untouched)
@@ -66,14 +67,16 @@ class TraceReport:
 def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: str = "constant",
                 solver: str = "fast", n_views: int = 64, seed: int = 0, device="auto",
                 dtype: torch.dtype = torch.float64, damp: float = 0.01, blocksize: int = 32,
-                dense_first: bool = True, augment_options: dict | None = None,
-                progress: bool = True) -> list[nn.Module]:
+                dense_first: bool = True, obc_max_cols: int | None = 600,
+                augment_options: dict | None = None, progress: bool = True) -> list[nn.Module]:
     """One SPADE trace per image of ``xs (N, C, H, W)``, built together in one pass per layer.
 
     Returns ``N`` pruned deep copies of ``model`` in eval mode on ``device``, each with a
     :class:`TraceReport` as ``.spade_report``. ``model`` itself is never modified. Arguments as in
     :func:`trace`; every image gets the same ``n_views`` random transforms, so its trace equals
-    the one :func:`trace` builds for it alone.
+    the one :func:`trace` builds for it alone. With ``solver="obc"``, layers with more than
+    ``obc_max_cols`` inputs per row (e.g. a 1024-input linear layer: ~10¹¹ flops exact) fall back
+    to ``fast``; each layer's report names the solver used (``None``: OBC everywhere).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -110,13 +113,20 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
         if s == 0.0:
             achieved = float((W == 0).float().mean())
             for rep in reports:
-                rep.layers.append(LayerReport(name, tuple(module.weight.shape), 0.0, achieved, 0.0, 0.0, 0.0))
+                rep.layers.append(LayerReport(name, tuple(module.weight.shape), "-", 0.0, achieved,
+                                              0.0, 0.0, 0.0))
             continue
         t0 = time.perf_counter()
         H = layer_hessian(module, capture_input(work, wrapper, views), n_img, dtype)
         t1 = time.perf_counter()
         W = W.unsqueeze(0).expand(n_img, *W.shape).to(dtype)
-        W_hat = prune(W, H, s, solver, **options)
+        used = solver
+        if solver == "obc" and obc_max_cols is not None and W.shape[-1] > obc_max_cols:
+            used = "fast"
+            options_used = {**options, "blocksize": blocksize}
+        else:
+            options_used = options
+        W_hat = prune(W, H, s, used, **options_used)
         wrapper.set_matrix(W_hat)
         t2 = time.perf_counter()
         num = reconstruction_error(W, W_hat, H, relative=False).sum(-1)
@@ -124,8 +134,8 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
         rel = (num / den.clamp_min(torch.finfo(dtype).tiny)).tolist()
         zero = (W_hat == 0).flatten(1).float().mean(1).tolist()
         for b, rep in enumerate(reports):
-            rep.layers.append(LayerReport(name, tuple(module.weight.shape), s, zero[b], rel[b],
-                                          t1 - t0, t2 - t1))
+            rep.layers.append(LayerReport(name, tuple(module.weight.shape), used, s, zero[b],
+                                          rel[b], t1 - t0, t2 - t1))
 
     traces = []
     for b in range(n_img):
@@ -149,7 +159,7 @@ def trace(model: nn.Module, x: torch.Tensor, sparsity=0.7, *, schedule: str = "c
     ``"obc"`` (exact, slow on wide layers) or ``"magnitude"`` (baseline). ``n_views`` augmented
     views (seeded) are the data each layer is fitted on. Further options: ``dtype`` (solver
     precision, float64 default), ``damp`` (Hessian damping as a fraction of its mean diagonal,
-    0.01), ``blocksize`` (fast solver), ``dense_first``, ``augment_options``.
+    0.01), ``blocksize`` (fast solver), ``dense_first``, ``obc_max_cols``, ``augment_options``.
 
     Returns a pruned deep copy in eval mode on ``device`` with ``.spade_report`` (per-layer
     target/achieved sparsity, relative reconstruction error, seconds); ``model`` is untouched.

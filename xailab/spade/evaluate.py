@@ -1,0 +1,211 @@
+"""The trojan evaluation of SPADE at laptop scale.
+
+A SmallCNN is trained on ``shapes`` where a fraction of the images carry a trigger patch (several
+designs) and are relabelled to a target class. Test images are stamped too, and only those whose
+prediction the trigger flips to the target class are kept: for them the trigger mask is the
+ground truth of "why the model says target". Test images are split into a *calibration* set and
+an *evaluation* set, disjoint in images and in trigger designs, so choosing the sparsity on the
+first cannot leak into the second (the reviewers' fairness question).
+
+Maps are reduced to pixels by ``reduce_channels(..., "abs-sum")`` (explicit choice: SPADE's
+saliency AUC scores magnitude), then scored by ``saliency_auc`` and ``pointing_game`` against the
+trigger mask and by insertion / deletion AUC on the *dense* model (is the trace's map faithful to
+the network being explained?).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from xailab.spade.trace import overlap, trace_batch
+from xailab.utils import progress as _progress
+
+#: the ten methods of the SPADE tables, in their order, with options sized for 32-px images
+METHODS = {
+    "gradient": {},
+    "input_x_gradient": {},
+    "integrated_gradients": {"steps": 32},
+    "guided_backprop": {},
+    "guided_grad_cam": {},
+    "deeplift": {},
+    "lrp": {},
+    "occlusion": {},
+    "lime": {"n_samples": 128},
+    "gradient_shap": {"n_samples": 16},
+}
+
+
+@dataclass
+class TrojanTask:
+    """A trojaned model and its calibration / evaluation sets (only trigger-flipped images)."""
+    model: nn.Module
+    target_class: int
+    clean_accuracy: float
+    flip_rate: dict                 # design -> fraction of stamped test images flipped to target
+    calib_x: torch.Tensor
+    calib_mask: torch.Tensor
+    calib_label: torch.Tensor       # original (true) class of the object
+    calib_design: torch.Tensor
+    eval_x: torch.Tensor
+    eval_mask: torch.Tensor
+    eval_label: torch.Tensor
+    eval_design: torch.Tensor
+    clean_x: torch.Tensor           # clean test images of the target class the model gets right
+    info: dict = field(default_factory=dict)
+
+
+def _flipped(model, data, stamped, target_class, device):
+    from xailab.train import predict
+
+    before = predict(model, data.x, device=device).argmax(1).cpu()
+    after = predict(model, stamped.data.x, device=device).argmax(1).cpu()
+    return stamped.triggered.cpu() & (before != target_class) & (after == target_class)
+
+
+def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, target_class: int = 0,
+                fraction: float = 0.15, calib_designs=(0, 1), eval_designs=(2, 3, 4),
+                epochs: int = 8, lr: float = 2e-3, width: int = 16, n_calib: int = 16,
+                n_eval: int = 24, shapes_options: dict | None = None, seed: int = 0, device="auto",
+                progress: bool = True) -> TrojanTask:
+    """Train a trojaned SmallCNN on ``shapes`` (``shapes_options`` passed on) with every design of
+    ``calib_designs + eval_designs`` and return flipped calibration / evaluation images (at most
+    ``n_calib`` / ``n_eval``, the designs in turn so each is represented)."""
+    from xailab.data import add_trigger, shapes
+    from xailab.models import SmallCNN
+    from xailab.train import evaluate, fit, predict
+
+    designs = tuple(calib_designs) + tuple(eval_designs)
+    if set(calib_designs) & set(eval_designs):
+        raise ValueError("calib_designs and eval_designs must be disjoint")
+    kw = dict(shapes_options or {})
+    train = add_trigger(shapes(n_train, size=size, seed=seed, **kw), target_class=target_class,
+                        fraction=fraction, seed=seed + 1, designs=designs)
+    model = fit(SmallCNN(num_classes=4, width=width, input_size=size, seed=seed), train.data,
+                epochs=epochs, lr=lr, seed=seed, device=device, progress=progress)
+    test = shapes(n_test, size=size, seed=seed + 1000, **kw)
+    half = n_test // 2
+    parts = {"calib": (test[:half], calib_designs, n_calib), "eval": (test[half:], eval_designs, n_eval)}
+    flip_rate, out = {}, {}
+    for key, (data, dz, n_max) in parts.items():
+        stamped = add_trigger(data, target_class=target_class, fraction=1.0, seed=seed + 7, designs=dz)
+        keep = _flipped(model, data, stamped, target_class, device)
+        for d in dz:
+            sel = stamped.design.cpu() == d
+            flip_rate[int(d)] = float(keep[sel].float().sum() / sel.float().sum().clamp_min(1))
+        idx = torch.nonzero(keep).flatten()
+        # interleave designs so the first n_max cover every design
+        by_design = [idx[stamped.design.cpu()[idx] == d].tolist() for d in dz]
+        order = [i for group in itertools.zip_longest(*by_design) for i in group if i is not None]
+        idx = torch.tensor(order[:n_max], dtype=torch.long)
+        out[key] = (stamped.data.x[idx].cpu(), stamped.data.mask[idx].cpu(),
+                    stamped.original_y[idx].cpu(), stamped.design[idx].cpu())
+    pred = predict(model, test.x, device=device).argmax(1).cpu()
+    clean = test.x[(test.y.cpu() == target_class) & (pred == target_class)].cpu()
+    return TrojanTask(model.cpu().eval(), target_class, float(evaluate(model, test, device=device)),
+                      flip_rate, *out["calib"], *out["eval"], clean,
+                      info={"calib_designs": tuple(calib_designs), "eval_designs": tuple(eval_designs)})
+
+
+def pixel_maps(model: nn.Module, x: torch.Tensor, target, method: str, **options) -> torch.Tensor:
+    """``(N, 1, H, W)`` abs-sum pixel relevance of ``method`` (CAM-style maps included)."""
+    from xailab import attribute
+    from xailab.attribution import reduce_channels
+
+    return reduce_channels(attribute(model, x, target, method=method, **options).detach(), "abs-sum")
+
+
+def score_maps(model: nn.Module, x, maps, mask, target, *, steps: int = 16) -> dict[str, torch.Tensor]:
+    """Per-sample saliency AUC and pointing game vs ``mask``; insertion / deletion AUC on ``model``."""
+    from xailab.metrics import insertion_deletion, pointing_game, saliency_auc
+
+    ins = insertion_deletion(model, x, maps, target, steps=steps, mode="insertion")[1]
+    dele = insertion_deletion(model, x, maps, target, steps=steps, mode="deletion")[1]
+    return {"auc": saliency_auc(maps, mask), "pointing": pointing_game(maps, mask).float(),
+            "insertion": ins, "deletion": dele}
+
+
+def dense_rows(model, x, mask, target, methods: dict, *, steps=16, progress=False) -> list[dict]:
+    """Score the dense model's maps: one row per (sample, method), ``variant="dense"`` (the
+    pixel map itself under ``"map"``)."""
+    rows = []
+    for method in _progress(methods, progress, desc="dense maps", leave=False):
+        t0 = time.perf_counter()
+        maps = pixel_maps(model, x, target, method, **methods[method])
+        sec = (time.perf_counter() - t0) / len(x)
+        scores = score_maps(model, x, maps, mask, target, steps=steps)
+        rows += [{"sample": i, "method": method, "variant": "dense", "map_s": sec, "map": maps[i, 0],
+                  **{k: float(v[i]) for k, v in scores.items()}} for i in range(len(x))]
+    return rows
+
+
+def trace_rows(model, x, mask, target, methods: dict, *, variant: str, sparsity, schedule="constant",
+               solver="fast", n_views=32, seed=0, steps=16, device="cpu", batch: int = 8,
+               progress=False, keep_traces=False, **trace_options):
+    """Build SPADE traces of every image (``batch`` at a time), score every method's map computed
+    on the trace (insertion / deletion on the dense ``model``). Returns ``(rows, traces)``; each
+    row carries the trace's seconds per image and ``variant``."""
+    rows, kept = [], []
+    for b0 in _progress(range(0, len(x), batch), progress, desc=f"traces {variant}", leave=False):
+        xb = x[b0:b0 + batch]
+        traces = trace_batch(model, xb, sparsity, schedule=schedule, solver=solver, n_views=n_views,
+                             seed=seed, device=device, progress=False, **trace_options)
+        for j, t in enumerate(traces):
+            i = b0 + j
+            for method, opts in methods.items():
+                t0 = time.perf_counter()
+                maps = pixel_maps(t, x[i:i + 1], target, method, **opts)
+                sec = time.perf_counter() - t0
+                scores = score_maps(model, x[i:i + 1], maps, mask[i:i + 1], target, steps=steps)
+                rows.append({"sample": i, "method": method, "variant": variant, "map_s": sec,
+                             "map": maps[0, 0],
+                             "trace_s": t.spade_report.seconds_per_image,
+                             **{k: float(v[0]) for k, v in scores.items()}})
+            if keep_traces:
+                kept.append(t)
+    return rows, kept
+
+
+def summarize(rows: list[dict], by=("variant", "method"), metrics=("auc", "pointing", "insertion", "deletion")):
+    """Mean of ``metrics`` per group of ``by`` -> ``{group tuple: {metric: mean}}``."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    return {k: {m: sum(r[m] for r in v) / len(v) for m in metrics} for k, v in groups.items()}
+
+
+def overlap_by_similarity(traces, labels, designs) -> dict[str, dict[str, float]]:
+    """Mean Jaccard overlap of kept weights per layer for pairs of traces of *similar* images
+    (same true class and same trigger design) and of the other pairs."""
+    sums = {"similar": {}, "other": {}}
+    counts = {"similar": 0, "other": 0}
+    for i, j in itertools.combinations(range(len(traces)), 2):
+        key = "similar" if (labels[i] == labels[j] and designs[i] == designs[j]) else "other"
+        counts[key] += 1
+        for layer, v in overlap(traces[i], traces[j]).items():
+            sums[key][layer] = sums[key].get(layer, 0.0) + v
+    return {k: {layer: v / counts[k] for layer, v in sums[k].items()} for k in sums if counts[k]}
+
+
+def markdown_table(header: list[str], rows: list[list], fmt: str = "{:.3f}") -> str:
+    """A Markdown table (numbers formatted with ``fmt``), for ``IPython.display.Markdown``."""
+    def cell(v):
+        return fmt.format(v) if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def calibrate(rows: list[dict], metric: str = "auc") -> tuple[dict, float]:
+    """From calibration rows (``variant`` = sparsity as a float), the sparsity maximising the mean
+    ``metric`` per method, and the single sparsity maximising it averaged over methods."""
+    table = summarize(rows, by=("variant", "method"), metrics=(metric,))
+    methods = sorted({m for _, m in table})
+    grid = sorted({v for v, _ in table})
+    per_method = {m: max(grid, key=lambda s: table[(s, m)][metric]) for m in methods}
+    overall = max(grid, key=lambda s: sum(table[(s, m)][metric] for m in methods))
+    return per_method, overall
