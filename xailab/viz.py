@@ -132,7 +132,11 @@ def heatmap(ax, saliency, signed=None, cmap=None, title=None, *, reduce: str | N
     if title is not None:
         ax.set_title(title, fontsize=9)
     if colorbar:
-        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
+        cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, ticks=MaxNLocator(4))
+        cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))  # raw scales span 1e-7 .. 1e2
+        cb.ax.tick_params(labelsize=7)
     return im
 
 
