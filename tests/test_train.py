@@ -18,7 +18,7 @@ class Toy:
         return len(self.y)
 
 
-def separable(n=256, d=16, seed=0):
+def separable(n=200, d=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)
     return Toy(x, (x[:, 0] - x[:, 1] > 0).long())
@@ -39,7 +39,7 @@ def bright_quadrant(n=96, size=8, seed=0):
 
 def test_fit_reaches_high_accuracy_and_returns_eval_mode():
     data = separable()
-    model = fit(MLP(seed=1), data, epochs=15, lr=3e-3, progress=False)
+    model = fit(MLP(hidden=(32,), seed=1), data, epochs=10, lr=1e-2, batch_size=32, progress=False)
     assert not any(m.training for m in model.modules())
     assert evaluate(model, data) >= 0.95
 
@@ -81,3 +81,91 @@ def test_fit_rejects_mismatched_data():
         fit(MLP(), Toy(torch.rand(5, 16), torch.zeros(4, dtype=torch.long)), progress=False)
     with pytest.raises(TypeError, match=r"\.x and \.y"):
         fit(MLP(), (torch.rand(5, 16), torch.zeros(5)), progress=False)
+
+
+def _flat(model, skip=()):
+    return torch.cat([t.detach().flatten().float() for n, t in model.state_dict().items()
+                      if not any(n.endswith(sfx) for sfx in skip)])
+
+
+def _assert_same_models(ref, out, datasets, skip=()):
+    for r, o, d in zip(ref, out, datasets):
+        a, b = _flat(r, skip), _flat(o, skip)
+        # float summation order differs (grouped vs single convolutions, batched matmuls), and
+        # Adam divides by sqrt(v), so near-zero gradients can amplify 1e-9 noise into ~lr steps:
+        # compare the whole parameter vector relative to its norm, plus predictions
+        assert torch.linalg.vector_norm(a - b) <= 1e-4 * torch.linalg.vector_norm(a)
+        assert evaluate(r, d) == evaluate(o, d)
+        assert not any(m.training for m in o.modules())
+
+
+SEEDS = [0, 1, 2]
+
+
+@pytest.mark.parametrize("strategy", ["auto", "vmap"])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_fit_many_equals_fit_one_by_one_on_own_datasets(strategy, batch_norm):
+    datasets = [bright_quadrant(80, seed=10 + k) for k in range(3)]
+
+    def model_fn(seed):
+        return SmallCNN(in_channels=1, num_classes=2, width=4, input_size=8, batch_norm=batch_norm, seed=seed)
+
+    kw = dict(epochs=2, lr=3e-3, batch_size=16, progress=False)
+    ref = [fit(model_fn(s), d, seed=s, **kw) for s, d in zip(SEEDS, datasets)]
+    out = fit_many(model_fn, datasets, seeds=SEEDS, strategy=strategy, **kw)
+    # a conv bias feeding batch-norm has an exactly zero gradient, so what it (and the running
+    # mean that tracks it) receives is float noise, which Adam scales up to ~lr per step: skip
+    # them; the function is unaffected (batch-norm removes the bias)
+    skip = (".running_mean",) + tuple(f"conv{i}.bias" for i in (1, 2, 3)) if batch_norm else ()
+    _assert_same_models(ref, out, datasets, skip)
+    if batch_norm:  # running statistics were carried over too
+        for r, o in zip(ref, out):
+            assert torch.allclose(r.features.bn1.running_var, o.features.bn1.running_var, rtol=1e-4)
+            assert int(r.features.bn1.num_batches_tracked) == int(o.features.bn1.num_batches_tracked) == 10
+
+
+def test_fit_many_shared_dataset_mlp_and_weight_decay():
+    data = separable(100)
+    kw = dict(epochs=2, lr=1e-2, batch_size=32, weight_decay=1e-3, progress=False)
+    ref = [fit(MLP(hidden=(16,), seed=s), data, seed=s, **kw) for s in SEEDS]
+    out = fit_many(lambda s: MLP(hidden=(16,), seed=s), data, seeds=SEEDS, **kw)
+    _assert_same_models(ref, out, [data] * 3)
+    assert not torch.allclose(_flat(out[0]), _flat(out[1]))  # different seeds, different models
+
+
+def test_fit_many_chunks_large_activations(monkeypatch):
+    """Models fused in several chunks give the same result as one fused block."""
+    import xailab.train as train
+
+    data = bright_quadrant(48)
+    fn = lambda s: SmallCNN(in_channels=1, num_classes=2, width=4, input_size=8, seed=s)  # noqa: E731
+    kw = dict(epochs=1, batch_size=16, progress=False, strategy="fused")
+    one = fit_many(fn, data, seeds=SEEDS, **kw)
+    monkeypatch.setattr(train, "_CHUNK_BYTES", 1)  # one model per chunk
+    chunked = fit_many(fn, data, seeds=SEEDS, **kw)
+    for a, b in zip(one, chunked):
+        assert torch.allclose(_flat(a), _flat(b), atol=1e-6)
+
+
+def test_fit_many_strategy_choice_and_errors():
+    from xailab.models import SmallResNet
+    from xailab.train import strategy_for
+
+    assert strategy_for(SmallCNN()) == "fused"
+    assert strategy_for(MLP()) == "fused"
+    assert strategy_for(SmallCNN(spectral_norm=True)) != "fused"
+    assert strategy_for(SmallResNet()) != "fused"
+    data = separable(20)
+    with pytest.raises(ValueError, match="seeds"):
+        fit_many(MLP, data, seeds=[], progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        fit_many(MLP, data, seeds=[0], epochs=0, progress=False)
+    with pytest.raises(ValueError, match="same number of samples"):
+        fit_many(MLP, [separable(20), separable(21)], seeds=[0, 1], progress=False)
+    with pytest.raises(ValueError, match="one per seed"):
+        fit_many(MLP, [data, data], seeds=[0, 1, 2], progress=False)
+    with pytest.raises(ValueError, match="strategy"):
+        fit_many(MLP, data, seeds=[0], strategy="magic", progress=False)
+    with pytest.raises(ValueError, match="fused"):
+        fit_many(lambda s: SmallCNN(spectral_norm=True, seed=s), data, seeds=[0], strategy="fused",
+                 progress=False)

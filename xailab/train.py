@@ -146,15 +146,320 @@ def _check_many(datasets, seeds) -> tuple[list, list[int]]:
     return datasets, seeds
 
 
+
+# ---------------------------------------------------------------------------------------------
+# fit_many: K models at once.
+#
+# Three exact strategies (same maths as K calls of `fit`, up to float summation order):
+#   "fused"      K plain CNNs/MLPs as ONE network: grouped convolutions (groups=K, the K models'
+#                channels side by side), batch-norm over the K*C channels (per-channel statistics
+#                are per model anyway), batched linear layers (one bmm). Each model sees its own
+#                batch: model k's images occupy channel block k of the input. The loss is the sum
+#                of the K per-model mean losses, so model k's gradient is its own loss's gradient,
+#                and Adam is elementwise, so one Adam over the fused tensors is K Adams.
+#   "vmap"       torch.func: stacked parameters and buffers, functional_call under vmap, Adam on
+#                the stacked leaves. General (any architecture, batch-norm included).
+#   "sequential" a loop of `fit`.
+# "auto" picks "fused" whenever the architecture allows it (SmallCNN without spectral norm, MLP):
+# it is the fastest on CPU (see bench/train_many.py); otherwise "sequential", since vmap gains
+# little for small models on CPU (see `_AUTO_FALLBACK`).
+# ---------------------------------------------------------------------------------------------
+
+STRATEGIES = ("auto", "fused", "vmap", "sequential")
+_FLATTEN = "flatten"  # marker for the torch.flatten in SmallCNN.forward
+
+
+def _plain_layers(model: nn.Module) -> list | None:
+    """The layers ``model.forward`` applies one after the other, when the model is a plain chain
+    the fused strategy can reproduce exactly (SmallCNN without spectral norm, MLP); else None."""
+    from torch.nn.utils import parametrize
+
+    from xailab.models import MLP, SmallCNN
+
+    if type(model) is SmallCNN:
+        layers = list(model.features) + [_FLATTEN] + list(model.classifier)
+    elif type(model) is MLP:
+        layers = list(model.features) + list(model.classifier)
+    else:
+        return None
+    for m in layers:
+        if m is _FLATTEN or isinstance(m, (nn.ReLU, nn.MaxPool2d)):
+            continue
+        if parametrize.is_parametrized(m):
+            return None
+        if isinstance(m, nn.Conv2d) and m.groups == 1 and m.bias is not None and m.padding_mode == "zeros":
+            continue
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            continue
+        if isinstance(m, nn.BatchNorm2d) and m.affine and m.track_running_stats:
+            continue
+        return None
+    return layers
+
+
+def strategy_for(model: nn.Module) -> str:
+    """The strategy ``fit_many(strategy="auto")`` uses for models like ``model``."""
+    return "fused" if _plain_layers(model) is not None else _AUTO_FALLBACK
+
+
+_AUTO_FALLBACK = "sequential"
+
+
+class _FusedConv(nn.Conv2d):
+    """K ``Conv2d`` as one grouped convolution (output block k = model k)."""
+
+    def __init__(self, convs: list[nn.Conv2d]):
+        c, k = convs[0], len(convs)
+        super().__init__(k * c.in_channels, k * c.out_channels, c.kernel_size, c.stride, c.padding,
+                         c.dilation, groups=k, bias=True, device=c.weight.device)
+        with torch.no_grad():
+            self.weight.copy_(torch.cat([m.weight for m in convs]))
+            self.bias.copy_(torch.cat([m.bias for m in convs]))
+
+    @torch.no_grad()
+    def unfuse(self, convs: list[nn.Conv2d]) -> None:
+        for m, w, b in zip(convs, self.weight.chunk(len(convs)), self.bias.chunk(len(convs))):
+            m.weight.copy_(w)
+            m.bias.copy_(b)
+
+
+class _FusedBatchNorm(nn.BatchNorm2d):
+    """K ``BatchNorm2d`` as one over K*C channels: statistics are per channel, hence per model."""
+
+    _TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+    def __init__(self, bns: list[nn.BatchNorm2d]):
+        b = bns[0]
+        super().__init__(len(bns) * b.num_features, eps=b.eps, momentum=b.momentum,
+                         device=b.weight.device)
+        with torch.no_grad():
+            for name in self._TENSORS:
+                getattr(self, name).copy_(torch.cat([getattr(m, name) for m in bns]))
+            self.num_batches_tracked.copy_(b.num_batches_tracked)
+
+    @torch.no_grad()
+    def unfuse(self, bns: list[nn.BatchNorm2d]) -> None:
+        for name in self._TENSORS:
+            for m, t in zip(bns, getattr(self, name).chunk(len(bns))):
+                getattr(m, name).copy_(t)
+        for m in bns:
+            m.num_batches_tracked.copy_(self.num_batches_tracked)
+
+
+class _FusedLinear(nn.Module):
+    """K ``Linear`` layers on ``(K, B, in)``: one batched matrix product."""
+
+    def __init__(self, linears: list[nn.Linear]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in linears]).clone())
+        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in linears]).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+    @torch.no_grad()
+    def unfuse(self, linears: list[nn.Linear]) -> None:
+        for k, m in enumerate(linears):
+            m.weight.copy_(self.weight[k])
+            m.bias.copy_(self.bias[k])
+
+
+class _Fused(nn.Module):
+    """K models with the same plain chain of layers as one network.
+
+    Input ``(K, B, *sample_shape)`` (model k's batch at k), output logits ``(K, B, classes)``.
+    Image activations live as ``(B, K*C, H, W)`` in channels-last memory (oneDNN's grouped
+    convolutions and max-pooling are much faster in it), vectors as ``(K, B, F)``.
+    ``ReLU -> MaxPool`` is evaluated as ``MaxPool -> ReLU``: the same function (ReLU is monotone,
+    so it commutes with max) and the same gradient (both route it to the window's arg-max when
+    that is positive and give zero otherwise; only exactly tied positive maxima could differ), on
+    a tensor four times smaller."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.k = len(models)
+        chains = [_plain_layers(m) for m in models]
+        self.per_layer = list(zip(*chains))  # layer i of every model
+        ops = []
+        for group in self.per_layer:
+            m = group[0]
+            if m is _FLATTEN:
+                ops.append(nn.Identity())
+            elif isinstance(m, nn.Conv2d):
+                ops.append(_FusedConv(list(group)))
+            elif isinstance(m, nn.BatchNorm2d):
+                ops.append(_FusedBatchNorm(list(group)))
+            elif isinstance(m, nn.Linear):
+                ops.append(_FusedLinear(list(group)))
+            elif isinstance(m, nn.MaxPool2d):  # acts per channel: nothing to fuse
+                ops.append(nn.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation,
+                                        ceil_mode=m.ceil_mode))
+            else:
+                ops.append(nn.ReLU())
+        self.ops = nn.ModuleList(ops)
+        self.flatten_at = next((i for i, m in enumerate(chains[0]) if m is _FLATTEN), None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, b = x.shape[:2]
+        if x.ndim == 5:  # images: model k's channels become channel block k
+            x = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
+            x = x.contiguous(memory_format=torch.channels_last)
+        ops, i = list(self.ops), 0
+        while i < len(ops):
+            op = ops[i]
+            if i == self.flatten_at:  # (B, K*C, h, w) -> (K, B, C*h*w), torch.flatten's order
+                x = x.contiguous().reshape(b, k, -1).transpose(0, 1)
+            elif isinstance(op, nn.ReLU) and i + 1 < len(ops) and isinstance(ops[i + 1], nn.MaxPool2d):
+                x = op(ops[i + 1](x))
+                i += 1
+            else:
+                x = op(x)
+            i += 1
+        return x
+
+    def unfuse(self) -> None:
+        """Copy the trained tensors back into the K original models."""
+        for op, group in zip(self.ops, self.per_layer):
+            if hasattr(op, "unfuse"):
+                op.unfuse(list(group))
+
+
+# Fused activations larger than glibc's largest mmap threshold (32 MB) are mapped and faulted in
+# afresh at every step, which costs more than the fusion saves; so models are fused in chunks
+# whose largest activation stays below this budget, and the chunks run one after the other.
+_CHUNK_BYTES = 24 * 2 ** 20
+
+
+class _FusedChunks(nn.Module):
+    """``_Fused`` networks over consecutive chunks of the K models; same input/output as one."""
+
+    def __init__(self, models: list[nn.Module], batch_size: int, sample_shape: tuple):
+        super().__init__()
+        size = _largest_activation(models[0], batch_size, sample_shape)
+        self.chunk = max(1, min(len(models), _CHUNK_BYTES // max(size, 1)))
+        self.parts = nn.ModuleList([_Fused(models[i:i + self.chunk])
+                                    for i in range(0, len(models), self.chunk)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([part(xc) for part, xc in zip(self.parts, x.split(self.chunk))])
+
+    def unfuse(self) -> None:
+        for part in self.parts:
+            part.unfuse()
+
+
+def _largest_activation(model: nn.Module, batch_size: int, sample_shape: tuple) -> int:
+    """Bytes of the largest activation of one model on a batch (measured with hooks on a
+    meta-device copy: no memory, no computation)."""
+    import copy
+
+    sizes = [batch_size * math.prod(sample_shape) * 4]
+    meta = copy.deepcopy(model).to("meta")
+    hooks = [m.register_forward_hook(lambda mod, i, o: sizes.append(o.numel() * o.element_size()))
+             for m in meta.modules() if not list(m.children())]
+    with torch.no_grad():
+        meta(torch.empty(batch_size, *sample_shape, device="meta"))
+    for h in hooks:
+        h.remove()
+    return max(sizes)
+
+
+def _vmapped(models: list[nn.Module]):
+    """(forward, parameters, write_back) for K models of one architecture with torch.func."""
+    import copy
+
+    from torch.func import functional_call, stack_module_state
+
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def one(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    batched = torch.vmap(one, in_dims=(0, 0, 0))
+
+    def forward(x):
+        return batched(params, buffers, x)
+
+    @torch.no_grad()
+    def write_back():
+        for k, model in enumerate(models):
+            for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+                t.copy_((params if name in params else buffers)[name][k])
+
+    return forward, list(params.values()), write_back
+
+
+def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_decay, dev, progress,
+                    strategy) -> None:
+    """The "fused" / "vmap" training loop; same order, loss and optimiser as `fit` for each model."""
+    k = len(models)
+    for m in models:
+        m.to(dev).train()
+    if strategy == "fused":
+        fused = _FusedChunks(models, batch_size, tuple(_check_data(datasets[0])[0].shape[1:]))
+        fused = fused.to(dev).train()
+        forward, params, write_back = fused, list(fused.parameters()), fused.unfuse
+    else:
+        forward, params, write_back = _vmapped(models)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    xs = [_check_data(d)[0] for d in datasets]
+    ys = [_check_data(d)[1] for d in datasets]
+    gens = [seeded_generator(s) for s in seeds]
+    n = len(ys[0])
+    bar = _epoch_bar(epochs, progress, f"fit_many[{strategy}, K={k}]")
+    for _ in bar:
+        total_loss, correct = 0.0, 0
+        orders = [_batches(n, batch_size, g) for g in gens]
+        for step in zip(*orders):
+            xb = torch.stack([x[i] for x, i in zip(xs, step)]).to(dev)
+            yb = torch.stack([y[i] for y, i in zip(ys, step)]).to(dev)
+            logits = forward(xb)  # (K, B, classes)
+            # sum over models of each model's mean loss: model k's gradient is its own
+            loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="sum") / yb.shape[1]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += float(loss.detach()) * yb.shape[1]
+            correct += int((logits.detach().argmax(-1) == yb).sum())
+        bar.set_postfix(loss=f"{total_loss / (n * k):.3f}", acc=f"{correct / (n * k):.3f}")
+    bar.close()
+    write_back()
+
+
 def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[int], epochs: int = 10,
              lr: float = 1e-3, batch_size: int = 64, device="auto", progress: bool = True,
-             weight_decay: float = 0.0) -> list[nn.Module]:
-    """Train ``len(seeds)`` models, model k = ``model_fn(seeds[k])`` trained on ``datasets[k]``
-    (or on the one shared ``datasets``) with shuffling seed ``seeds[k]``.
+             weight_decay: float = 0.0, strategy: str = "auto") -> list[nn.Module]:
+    """Train ``K = len(seeds)`` models at once and return them (eval mode, on ``device``).
 
-    Gives the models ``fit(model_fn(s), data_k, seed=s, ...)`` would give one by one.
+    Model k is ``model_fn(seeds[k])``, trained on ``datasets[k]`` (or on ``datasets`` when it is
+    one shared Data) with shuffling seed ``seeds[k]``: the same models as
+    ``fit(model_fn(seeds[k]), datasets[k], seed=seeds[k], ...)`` one by one, up to float
+    summation order (see the equivalence test). ``datasets`` must all have the same size.
+
+    ``strategy``: ``"fused"`` (K plain SmallCNN/MLP as one network with grouped convolutions and
+    batched linear layers), ``"vmap"`` (torch.func, any architecture), ``"sequential"`` (a loop of
+    :func:`fit`), or ``"auto"``: "fused" when the architecture allows it, else "sequential"
+    (:func:`strategy_for` tells which). bench/train_many.py measures the gain.
     """
     epochs, lr, batch_size, weight_decay = _check_hyper(epochs, lr, batch_size, weight_decay)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     datasets, seeds = _check_many(datasets, seeds)
-    return [fit(model_fn(s), d, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                seed=s, device=device, progress=progress) for s, d in zip(seeds, datasets)]
+    models = [model_fn(s) for s in seeds]
+    if strategy == "auto":
+        strategy = strategy_for(models[0])
+    if strategy == "fused" and any(_plain_layers(m) is None for m in models):
+        raise ValueError("strategy='fused' needs SmallCNN (without spectral norm) or MLP models; "
+                         "use strategy='vmap' or 'sequential'")
+    dev = resolve_device(device)
+    if strategy == "sequential":
+        return [fit(m, d, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=s,
+                    device=dev, progress=progress) for m, d, s in zip(models, datasets, seeds)]
+    shapes = {tuple((n, tuple(t.shape)) for n, t in m.state_dict().items()) for m in models}
+    if len(shapes) > 1:
+        raise ValueError("model_fn must build models of one architecture (same parameter shapes) "
+                         "for every seed")
+    _train_together(models, datasets, seeds, epochs=epochs, lr=lr, batch_size=batch_size,
+                    weight_decay=weight_decay, dev=dev, progress=progress, strategy=strategy)
+    return [m.eval() for m in models]
