@@ -247,3 +247,35 @@ def test_pairs_and_method_table():
     assert len(G._pairs(4, "all")) == 6
     t = G._method_table({"SG 0.3": ("smoothgrad", {"sigma": 0.3}), "grad": "gradient"})
     assert t == {"SG 0.3": ("smoothgrad", {"sigma": 0.3}), "grad": ("gradient", {})}
+
+
+def test_chance_corrected_agreement():
+    a = torch.eye(4)[torch.tensor([0, 1, 2, 3] * 5)]
+    assert G.prediction_agreement(a, a, chance_corrected=True) == pytest.approx(1.0)
+    # B always predicts class 0: agreement 1/4 is exactly what chance gives -> kappa 0
+    b = torch.eye(4)[torch.zeros(20, dtype=torch.long)]
+    assert G.prediction_agreement(a, b) == pytest.approx(0.25)
+    assert G.prediction_agreement(a, b, chance_corrected=True) == pytest.approx(0.0)
+
+
+def test_experiment_end_to_end_on_a_tiny_problem():
+    from xailab.data import shapes
+    from xailab.models import SmallCNN
+
+    data = shapes(72, size=8, seed=0, num_classes=2)
+    train, test = data[:64], data[64:]
+    methods = {"grad": "gradient", "SG": ("smoothgrad", {"sigma": 0.2, "n_samples": 2})}
+    res = G.disjoint_split_experiment(lambda s: SmallCNN(3, 2, width=2, depth=1, input_size=8, seed=s),
+                                      train, test, split_factors=(2, 4), methods=methods, epochs=1,
+                                      batch_size=8, pairs="all", keep_maps=3, progress_bar=False,
+                                      device="cpu")
+    assert {(r["k"], r["method"]) for r in res.rows} == {(k, m) for k in (2, 4) for m in methods}
+    assert len(res.select(k=4, method="grad")) == 6 and len(res.models[4]) == 4
+    for r in res.rows:
+        assert r["n_train"] == 64 // r["k"]
+        assert 0 <= r["spearman"] <= 1 and 0 <= r["l2"] <= math.sqrt(2) + 1e-9 and 0 <= r["agreement"] <= 1
+    assert res.maps[(2, "SG")].shape == (2, 3, 1, 8, 8)
+    mean, std, count = res.summary("spearman")[(4, "SG")]
+    assert count == 6 and 0 <= mean <= 1
+    # networks of a pair differ (own data, own initialisation), so their maps are not identical
+    assert not torch.equal(res.maps[(2, "grad")][0], res.maps[(2, "grad")][1])

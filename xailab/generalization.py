@@ -125,15 +125,25 @@ def consistency(map_a, map_b, metric: str = "spearman", *, reduce: str | None = 
     raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
-def prediction_agreement(logits_a: Tensor, logits_b: Tensor) -> float:
+def prediction_agreement(logits_a: Tensor, logits_b: Tensor, *, chance_corrected: bool = False) -> float:
     """Fraction of samples on which two networks predict the same class (argmax of the logits).
 
     This is the x-axis of the paper's Figure 1b (the rebuttal calls it a correlation of the argmax
-    predictions and defines it as this fraction)."""
+    predictions and defines it as this fraction).  ``chance_corrected=True`` returns Cohen's kappa
+    ``(p_o - p_e) / (1 - p_e)``, with ``p_e`` the agreement expected from the two networks' class
+    frequencies alone: 0 at chance, 1 for identical predictions, like a rank correlation of maps."""
     if logits_a.shape != logits_b.shape:
         raise ValueError(f"logits_a and logits_b must have the same shape, got {tuple(logits_a.shape)} "
                          f"and {tuple(logits_b.shape)}")
-    return float((logits_a.argmax(-1) == logits_b.argmax(-1)).double().mean())
+    pa, pb = logits_a.argmax(-1), logits_b.argmax(-1)
+    observed = float((pa == pb).double().mean())
+    if not chance_corrected:
+        return observed
+    k = logits_a.shape[-1]
+    fa = torch.bincount(pa, minlength=k).double() / pa.numel()
+    fb = torch.bincount(pb, minlength=k).double() / pb.numel()
+    expected = float((fa * fb).sum())
+    return 1.0 if expected >= 1.0 else (observed - expected) / (1.0 - expected)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,8 +204,8 @@ def check_split_factor(n: int, k: int, *, num_classes: int, batch_size: int) -> 
 class SplitResults:
     """Tidy output of :func:`disjoint_split_experiment`.
 
-    ``rows``: one dict per (k, pair, method) with keys ``k, n_train, pair, method, spearman, l2,
-    agreement, acc_a, acc_b`` (metric values are means over test images).
+    ``rows``: one dict per (k, pair, method) with keys ``k, n_train, seed, pair, method, agreement,
+    kappa (chance-corrected agreement), acc_a, acc_b`` and one per metric (``spearman, l2`` ...) (metric values are means over test images).
     ``per_image``: ``{(k, pair, method): {metric: Tensor (N,)}}``.
     ``maps``: ``{(k, method): Tensor (k, N, 1, H, W)}`` pixel maps (abs-sum) of every network, kept
     for ``keep_maps`` test images.  ``models``: ``{k: [networks]}``.  ``accuracy``: ``{k: [acc]}``.
@@ -252,13 +262,16 @@ def _logits(model, x, device, batch_size=512):
 
 def disjoint_split_experiment(model_fn: Callable[[int], nn.Module], train, test, *,
                               split_factors: Sequence[int] = (2, 4, 8), methods=DEFAULT_METHODS,
-                              epochs: int = 10, seeds: Sequence[int] = (0,), lr: float = 1e-3,
+                              epochs: int | Mapping[int, int] = 10, seeds: Sequence[int] = (0,), lr: float = 1e-3,
                               batch_size: int = 64, pairs="disjoint", init_from=None,
                               metrics: Sequence[str] = ("spearman", "l2"), keep_maps: int = 8,
                               target: str = "label", device="auto", progress_bar: bool = True,
                               ) -> SplitResults:
     """For each split factor k, split ``train`` into k disjoint equal parts, train one network per
     part, and compare the networks' maps on ``test``.
+
+    ``epochs``: one number for every k, or ``{k: epochs}`` (e.g. proportional to k, so that every
+    network takes the same number of optimisation steps whatever its training-set size).
 
     ``model_fn(seed) -> nn.Module`` builds a fresh network (pass a spectrally normalised
     architecture, e.g. ``lambda s: SmallCNN(..., spectral_norm=True, seed=s)``, for that variant).
@@ -277,6 +290,8 @@ def disjoint_split_experiment(model_fn: Callable[[int], nn.Module], train, test,
         raise ValueError("split_factors must hold at least one split factor")
     for k in split_factors:  # fail before any training
         check_split_factor(len(train), k, num_classes=train.num_classes, batch_size=batch_size)
+        if isinstance(epochs, Mapping) and k not in epochs:
+            raise ValueError(f"epochs has no entry for split factor {k}")
     for m in metrics:
         if m not in METRICS:
             raise ValueError(f"metrics must be among {METRICS}, got {m!r}")
@@ -299,7 +314,8 @@ def disjoint_split_experiment(model_fn: Callable[[int], nn.Module], train, test,
     for rep, k in progress(jobs, progress_bar, desc="split factors"):
         parts = disjoint_splits(train, k, seed=rep)
         net_seeds = [1000 * rep + 100 * k + i for i in range(k)]
-        nets = fit_many(build, parts, seeds=net_seeds, epochs=epochs, lr=lr, batch_size=batch_size,
+        ep = epochs[k] if isinstance(epochs, Mapping) else epochs
+        nets = fit_many(build, parts, seeds=net_seeds, epochs=ep, lr=lr, batch_size=batch_size,
                         device=device, progress=False)
         logits = [_logits(n, test.x, device) for n in nets]
         accs = [float((lg.argmax(-1) == test.y).double().mean()) for lg in logits]
@@ -314,11 +330,12 @@ def disjoint_split_experiment(model_fn: Callable[[int], nn.Module], train, test,
                 res.maps[(k, label)] = torch.stack([m[label][:keep_maps] for m in maps])
         for i, j in _pairs(k, pairs):
             agree = prediction_agreement(logits[i], logits[j])
+            kappa = prediction_agreement(logits[i], logits[j], chance_corrected=True)
             for label in table:
                 vals = {m: consistency(maps[i][label], maps[j][label], m) for m in metrics}
                 res.per_image[(k, (rep, i, j), label)] = vals
                 row = dict(k=k, n_train=len(parts[i]), seed=rep, pair=(i, j), method=label,
-                           agreement=agree, acc_a=accs[i], acc_b=accs[j])
+                           agreement=agree, kappa=kappa, acc_a=accs[i], acc_b=accs[j])
                 row.update({m: float(v.mean()) for m, v in vals.items()})
                 res.rows.append(row)
     return res
@@ -537,7 +554,11 @@ def layer_norms(model: nn.Module, input_size, *, reference=None, n_iter: int = 5
             ref_layers = _linear_layers(reference, tuple(input_size))
             refs = {name: mod.weight for name, mod, _ in ref_layers}
         else:
-            refs = {name: reference[name + ".weight"] for name, _, _ in layers if name + ".weight" in reference}
+            missing = [name + ".weight" for name, _, _ in layers if name + ".weight" not in reference]
+            if missing:
+                raise ValueError(f"reference state dict lacks {missing}; for spectral-normed models pass the "
+                                 "reference model itself (its .weight is the normalised weight)")
+            refs = {name: reference[name + ".weight"] for name, _, _ in layers}
     rows = []
     for name, mod, shape in layers:
         if isinstance(mod, nn.Conv2d):
@@ -753,3 +774,54 @@ def crossing_point(xs: Sequence[float], ys_down: Sequence[float], ys_up: Sequenc
             t = d[i] / (d[i] - d[i + 1])
             return float(xs[i] + t * (xs[i + 1] - xs[i]))
     return float(xs[-1] if d[-1] > 0 else xs[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Measured counterparts of the bounds
+# --------------------------------------------------------------------------------------------
+
+def stability_fidelity(model_a: nn.Module, model_b: nn.Module, x: Tensor, target, sigmas: Sequence[float], *,
+                       n_samples: int = 16, seed: int = 0, metric: str = "l2", reduce: str | None = None
+                       ) -> dict[str, list[float]]:
+    """Measured stability and fidelity of SmoothGrad over a grid of noise levels (the follow-up
+    paper's trade-off), for two networks trained on disjoint data.
+
+    * ``stability[i]``: mean over images of ``consistency(SG_a, SG_b, metric)`` at ``sigmas[i]`` —
+      how far apart the two networks' SmoothGrad maps are (for ``"l2"``: lower is more stable);
+    * ``fidelity[i]``: mean of ``consistency(SG_m, grad_m, metric)`` over both networks m — how far
+      each SmoothGrad map is from its own network's plain gradient (lower is more faithful);
+    * ``gradient``: the stability of the plain gradient (sigma = 0), for reference.
+
+    Both are computed on signed maps by default (``reduce=None``), as in the follow-up paper.
+    Every sigma uses the same noise seed for both networks, so the Monte-Carlo noise of SmoothGrad
+    is common to the pair and does not inflate their difference.
+    """
+    from xailab.attribution import attribute
+
+    sigmas = [check_positive("sigma", s) for s in sigmas]
+    grads = [attribute(m, x, target, method="gradient").detach() for m in (model_a, model_b)]
+    out = {"sigma": list(sigmas), "stability": [], "fidelity": [],
+           "gradient": float(consistency(grads[0], grads[1], metric, reduce=reduce).mean())}
+    for s in sigmas:
+        sg = [attribute(m, x, target, method="smoothgrad", sigma=s, n_samples=n_samples, seed=seed).detach()
+              for m in (model_a, model_b)]
+        out["stability"].append(float(consistency(sg[0], sg[1], metric, reduce=reduce).mean()))
+        fid = [consistency(s_m, g_m, metric, reduce=reduce).mean() for s_m, g_m in zip(sg, grads)]
+        out["fidelity"].append(float(sum(fid) / 2))
+    return out
+
+
+def bound_inputs(model: nn.Module, x: Tensor, *, reference=None, smoothness: float = 1.0,
+                 n_iter: int = 200) -> dict:
+    """What the bound calculators need, measured on a trained ``model`` and its training inputs
+    ``x``: R_A (Bartlett, ReLU/max-pool 1-Lipschitz), the gradient-map complexity (with
+    ``smoothness`` standing in for the activation derivative's Lipschitz constant, which is infinite
+    for ReLU), the widest layer W, ``||X||_2`` and n."""
+    rows = layer_norms(model, tuple(x.shape[1:]), reference=reference, n_iter=n_iter)
+    s = [r["spectral"] for r in rows]
+    b = [r["group21"] for r in rows]
+    width = 0
+    for name, mod, shape in _linear_layers(model, tuple(x.shape[1:])):
+        width = max(width, math.prod(shape[1:]), mod.out_features if isinstance(mod, nn.Linear) else 0)
+    return dict(R_A=spectral_complexity(s, b), R_grad=gradient_map_complexity(s, b, smoothness=smoothness),
+                spectral=s, group21=b, width=int(width), data_norm=float(x.double().norm()), n=int(x.shape[0]))
