@@ -22,12 +22,15 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 def maximize_class(model: nn.Module, target: int, *, size: int = 32, channels: int = 3, n: int = 1,
                    steps: int = 200, lr: float = 0.1, jitter: int = 2, l2: float = 0.05,
-                   tv: float = 0.5, seed: int = 0, device="auto") -> torch.Tensor:
+                   tv: float = 3.0, seed: int = 0, device="auto") -> torch.Tensor:
     """``n`` images ``(n, channels, size, size)`` in [0, 1] maximising logit ``target`` of ``model``.
 
     Objective per image: ``logit - l2·mean((x-½)²)·100 - tv·TV(x)·10`` (the scales make the defaults
     comparable to a logit of a few units), Adam with ``lr`` for ``steps`` steps, a random roll of
-    up to ``jitter`` pixels each step; seeded from ``seed``. The model is not modified.
+    up to ``jitter`` pixels each step; seeded from ``seed``. The model is not modified. With
+    ``tv=3`` the smooth class shapes of ``shapes`` survive while fine periodic patterns (the
+    trigger designs) must be worth a lot of logit to appear, which makes the two facets easy to
+    tell apart; :func:`total_variation` of the result measures how patterned it is.
     """
     steps = int(check_positive("steps", steps, integer=True))
     dev = resolve_device(device)
