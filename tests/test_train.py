@@ -147,6 +147,19 @@ def test_fit_many_chunks_large_activations(monkeypatch):
         assert torch.allclose(_flat(a), _flat(b), atol=1e-6)
 
 
+def test_fit_many_vmap_handles_the_residual_network():
+    from xailab.models import SmallResNet
+
+    g = torch.Generator().manual_seed(0)
+    data = Toy(torch.rand(24, 3, 32, 32, generator=g), torch.randint(0, 3, (24,), generator=g))
+    fn = lambda s: SmallResNet(num_classes=3, width=4, blocks=(1, 1), seed=s)  # noqa: E731
+    kw = dict(epochs=1, batch_size=12, progress=False)
+    ref = [fit(fn(s), data, seed=s, **kw) for s in SEEDS[:2]]
+    out = fit_many(fn, data, seeds=SEEDS[:2], strategy="vmap", **kw)
+    skip = (".running_mean", "conv1.bias", "conv2.bias", "shortcut.conv.bias", "stem_conv.bias")
+    _assert_same_models(ref, out, [data] * 2, skip)
+
+
 def test_fit_many_strategy_choice_and_errors():
     from xailab.models import SmallResNet
     from xailab.train import strategy_for
@@ -166,6 +179,7 @@ def test_fit_many_strategy_choice_and_errors():
         fit_many(MLP, [data, data], seeds=[0, 1, 2], progress=False)
     with pytest.raises(ValueError, match="strategy"):
         fit_many(MLP, data, seeds=[0], strategy="magic", progress=False)
-    with pytest.raises(ValueError, match="fused"):
-        fit_many(lambda s: SmallCNN(spectral_norm=True, seed=s), data, seeds=[0], strategy="fused",
-                 progress=False)
+    for strategy in ("fused", "vmap"):
+        with pytest.raises(ValueError, match=strategy):
+            fit_many(lambda s: SmallCNN(spectral_norm=True, seed=s), data, seeds=[0], strategy=strategy,
+                     progress=False)

@@ -158,11 +158,16 @@ def _check_many(datasets, seeds) -> tuple[list, list[int]]:
 #                of the K per-model mean losses, so model k's gradient is its own loss's gradient,
 #                and Adam is elementwise, so one Adam over the fused tensors is K Adams.
 #   "vmap"       torch.func: stacked parameters and buffers, functional_call under vmap, Adam on
-#                the stacked leaves. General (any architecture, batch-norm included).
+#                the stacked leaves. Any architecture, batch-norm included (stacked buffers are
+#                updated in place per model); not spectral norm (its in-place power iteration is
+#                not batched by vmap: clear error).
 #   "sequential" a loop of `fit`.
-# "auto" picks "fused" whenever the architecture allows it (SmallCNN without spectral norm, MLP):
-# it is the fastest on CPU (see bench/train_many.py); otherwise "sequential", since vmap gains
-# little for small models on CPU (see `_AUTO_FALLBACK`).
+# "auto" picks "fused" whenever the architecture allows it (SmallCNN without spectral norm, MLP),
+# the fastest here (bench/train_many.py); otherwise "sequential" (`_AUTO_FALLBACK`): on CPU vmap
+# gained about 1.4x on 8-px digits but was about 2x slower than the loop on 32-px inputs.
+# Where exactness can only be approximate: Adam divides by sqrt(v), so a parameter whose true
+# gradient is ~0 (a conv bias feeding batch-norm, a dead unit) turns float noise into ~lr steps;
+# such parameters differ between strategies while the rest agree to ~1e-6 relative.
 # ---------------------------------------------------------------------------------------------
 
 STRATEGIES = ("auto", "fused", "vmap", "sequential")
@@ -195,6 +200,12 @@ def _plain_layers(model: nn.Module) -> list | None:
             continue
         return None
     return layers
+
+
+def _is_parametrized(model: nn.Module) -> bool:
+    from torch.nn.utils import parametrize
+
+    return any(parametrize.is_parametrized(m) for m in model.modules())
 
 
 def strategy_for(model: nn.Module) -> str:
@@ -438,9 +449,11 @@ def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[
     summation order (see the equivalence test). ``datasets`` must all have the same size.
 
     ``strategy``: ``"fused"`` (K plain SmallCNN/MLP as one network with grouped convolutions and
-    batched linear layers), ``"vmap"`` (torch.func, any architecture), ``"sequential"`` (a loop of
-    :func:`fit`), or ``"auto"``: "fused" when the architecture allows it, else "sequential"
-    (:func:`strategy_for` tells which). bench/train_many.py measures the gain.
+    batched linear layers), ``"vmap"`` (torch.func; any architecture without parametrisations, so
+    not spectral norm), ``"sequential"`` (a loop of :func:`fit`), or ``"auto"``: "fused" when the
+    architecture allows it, else "sequential" (:func:`strategy_for` tells which).
+    bench/train_many.py measures the gain. ``weight_decay`` and ``strategy`` are additions to
+    the contract's signature (keyword-only, defaults keep its behaviour).
     """
     epochs, lr, batch_size, weight_decay = _check_hyper(epochs, lr, batch_size, weight_decay)
     if strategy not in STRATEGIES:
@@ -452,6 +465,10 @@ def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[
     if strategy == "fused" and any(_plain_layers(m) is None for m in models):
         raise ValueError("strategy='fused' needs SmallCNN (without spectral norm) or MLP models; "
                          "use strategy='vmap' or 'sequential'")
+    if strategy == "vmap" and any(_is_parametrized(m) for m in models):
+        raise ValueError("strategy='vmap' cannot train parametrised models (spectral norm's power "
+                         "iteration updates its buffers in place, which vmap does not batch); "
+                         "use strategy='sequential'")
     dev = resolve_device(device)
     if strategy == "sequential":
         return [fit(m, d, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=s,
