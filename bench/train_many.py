@@ -1,0 +1,89 @@
+"""Speed of `xailab.train.fit_many` against a sequential loop of `fit`, measured side by side.
+
+For K = 5 and K = 10 small CNNs on shapes-like 32-px data (and, more briefly, 8-px digits), time
+    sequential:  [fit(model_fn(s), data, seed=s, ...) for s in seeds]
+    fit_many:    fit_many(model_fn, data, seeds=seeds, ...)        (strategy "auto")
+alternately, `--repeats` times, and print the median times and their ratio. Ratios are what to
+quote: absolute times depend on the machine and on its load. Both wall-clock and process CPU time
+are reported; on a shared machine the CPU-time ratio is the steadier of the two.
+
+    python bench/train_many.py [--threads 2] [--repeats 3] [--n 512]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from xailab.models import SmallCNN
+from xailab.train import fit, fit_many, strategy_for
+
+
+def _data(kind: str, n: int):
+    """xailab.data's generators when present, else random tensors of the same shape."""
+    try:
+        from xailab import data as xd
+
+        if kind == "shapes":
+            return xd.shapes(n, size=32, seed=0), "xailab.data.shapes"
+        return xd.digits(size=8)[:n], "xailab.data.digits"
+    except (ImportError, AttributeError):
+        from types import SimpleNamespace
+
+        g = torch.Generator().manual_seed(0)
+        c, s, k = (3, 32, 4) if kind == "shapes" else (1, 8, 10)
+        return SimpleNamespace(x=torch.rand(n, c, s, s, generator=g),
+                               y=torch.randint(0, k, (n,), generator=g)), "random tensors"
+
+
+def _timed(fn) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def bench(kind: str, ks, repeats: int, n: int, epochs: int, batch_size: int) -> None:
+    data, source = _data(kind, n)
+    c, size = data.x.shape[1], data.x.shape[-1]
+    classes = int(data.y.max()) + 1
+
+    def model_fn(seed):
+        return SmallCNN(in_channels=c, num_classes=classes, input_size=size, seed=seed)
+
+    kw = dict(epochs=epochs, lr=1e-3, batch_size=batch_size, device="cpu", progress=False)
+    print(f"\n{kind}: {n} samples of {tuple(data.x.shape[1:])} from {source}, SmallCNN(width=16, depth=3), "
+          f"{epochs} epoch(s), batch {batch_size}; fit_many strategy: {strategy_for(model_fn(0))!r}")
+    fit_many(model_fn, data[:2 * batch_size] if hasattr(data, "__getitem__") else data, seeds=[0, 1],
+             **{**kw, "epochs": 1})  # warm-up (oneDNN kernels, allocator)
+    for k in ks:
+        seeds = list(range(k))
+        seq, many = [], []
+        for _ in range(repeats):
+            seq.append(_timed(lambda: [fit(model_fn(s), data, seed=s, **kw) for s in seeds]))
+            many.append(_timed(lambda: fit_many(model_fn, data, seeds=seeds, **kw)))
+        med = [statistics.median(t[i] for t in seq) for i in (0, 1)]
+        medm = [statistics.median(t[i] for t in many) for i in (0, 1)]
+        print(f"  K={k:2d}  wall: sequential {med[0]:6.2f}s  fit_many {medm[0]:6.2f}s  ratio {med[0] / medm[0]:.2f}x"
+              f"   | CPU time: ratio {med[1] / medm[1]:.2f}x   (medians of {repeats})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n", type=int, default=512, help="training samples per model")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--skip-digits", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"fit_many vs a sequential loop of fit, {args.threads} thread(s), torch {torch.__version__}")
+    bench("shapes", (5, 10), args.repeats, args.n, args.epochs, args.batch_size)
+    if not args.skip_digits:
+        bench("digits", (10,), args.repeats, args.n, args.epochs, args.batch_size)
+
+
+if __name__ == "__main__":
+    main()
