@@ -319,7 +319,7 @@ def test_grad_cam_layer_choice_and_inplace_relu(cnn):
     assert torch.allclose(auto, grad_cam(tiny_cnn(inplace=True), x, 1))  # ReLU(inplace) after conv
     assert (auto >= 0).all()
     signed = grad_cam(model, x, 1, relu=False)
-    assert torch.allclose(signed.clamp(min=0), auto, atol=1e-7)
+    assert (signed < 0).any() and (signed > 0).any()  # ReLU applied before upsampling, so no identity
     with pytest.raises(ValueError, match=r"\(N, K, h, w\)"):
         grad_cam(model, x, 1, layer="7")
 

@@ -14,11 +14,12 @@ from torch import Tensor, nn
 
 from xailab.utils import as_targets, check_positive, preserved_state, require_eval
 
-#: Default chunk size, in input elements (floats) per forward/backward pass. Rows per chunk are
-#: ``max(1, DEFAULT_CHUNK_ELEMENTS // elements_per_row)``: 3,5 rows ... of a 224-px RGB image
-#: (peak memory for ResNet-18 well under 2 GB, see bench/attribution.py), hundreds of rows of a
-#: 32-px image (where per-call overhead dominates and big batches are fastest).
-DEFAULT_CHUNK_ELEMENTS = 2 ** 21
+#: Default chunk size, in input elements per forward/backward pass: rows per chunk are
+#: ``max(1, DEFAULT_CHUNK_ELEMENTS // elements_per_row)``, i.e. 16 rows of a 224-px RGB image
+#: (ResNet-18: about 25 MB per row, peak RSS ~1.2 GB for the whole process, and per-row time as
+#: good as with bigger chunks on CPU; see bench/attribution.py) and ~800 rows of a 32-px image,
+#: where per-call overhead dominates and big batches are fastest.
+DEFAULT_CHUNK_ELEMENTS = 2_500_000
 
 
 def check_input(x: Tensor, what: str = "x") -> Tensor:

@@ -30,7 +30,7 @@ def gradient(model: nn.Module, x: Tensor, target, *, batch_size: int | None = No
 
 def input_x_gradient(model: nn.Module, x: Tensor, target, *, batch_size: int | None = None) -> Tensor:
     """Input × gradient (Shrikumar et al. 2016): ``x ⊙ ∂f_target(x)/∂x``."""
-    return x * gradient(model, x, target, batch_size=batch_size)
+    return x.detach() * gradient(model, x, target, batch_size=batch_size)
 
 
 def integration_points(steps: int, rule: str = "gausslegendre") -> tuple[Tensor, Tensor]:
@@ -96,7 +96,7 @@ def integrated_gradients(model: nn.Module, x: Tensor, target, *, baseline=0.0, s
         for start in range(0, alphas.numel() * n, rows):
             idx = torch.arange(start, min(start + rows, alphas.numel() * n), device=x.device)
             k, i = idx // n, idx % n  # step-major order: all samples at alpha_0, then alpha_1 ...
-            points = base[i] + alphas[k].view(view) * diff[i]
+            points = torch.addcmul(base[i], alphas[k].view(view), diff[i])
             grad = score_gradient(model, points, t[i])
             total.index_add_(0, i, grad * weights[k].view(view))
     return total * diff
