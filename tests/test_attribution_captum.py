@@ -10,6 +10,7 @@ from xailab.attribution import METHODS, attribute, captum, ensemble
 from xailab.models import SmallCNN, MLP
 
 TOL = 1e-5
+pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning")
 
 
 def rel_err(ours, theirs):
@@ -56,6 +57,9 @@ def test_grad_cam_and_guided_grad_cam_match_captum(setup):
     assert rel_err(attribute(model, x, t, method="guided_grad_cam", layer="features.conv2"), guided) <= TOL
     adapter = captum("LayerGradCam")(model, x, t, layer="features.conv2", relu_attributions=True)
     assert rel_err(adapter, cam) <= TOL
+    # any layer method: channels summed, upsampled to one (N, 1, H, W) map
+    acts = captum("LayerActivation")(model, x, t, layer="features.conv1")
+    assert torch.allclose(acts, model.features.conv1(x).sum(1, keepdim=True))
 
 
 @pytest.mark.parametrize("base,cls,kwargs", [("gradient", Saliency, {"abs": False}),

@@ -120,9 +120,11 @@ def _translate(params, options: dict, x: Tensor) -> dict:
 
 
 def _upsample(attr: Tensor, x: Tensor) -> Tensor:
-    if attr.ndim == 4 and x.ndim == 4 and attr.shape[2:] != x.shape[2:]:
+    """A layer attribution ``(N, K, h, w)`` -> ``(N, 1, H, W)``: channel sum, bilinear upsampling."""
+    if attr.ndim == 4 and x.ndim == 4 and attr.shape[1:] != x.shape[1:]:
         attr = attr.sum(1, keepdim=True)
-        return F.interpolate(attr, size=x.shape[2:], mode="bilinear", align_corners=False)
+        if attr.shape[2:] != x.shape[2:]:
+            attr = F.interpolate(attr, size=x.shape[2:], mode="bilinear", align_corners=False)
     return attr
 
 
@@ -141,11 +143,14 @@ def _run(cls, model: nn.Module, x: Tensor, target, init_kwargs: dict, options: d
             explainer = cls(model, find_layer(model, layer), **init_kwargs)
         else:
             explainer = cls(model, **init_kwargs)
-        kwargs = _translate(inspect.signature(explainer.attribute).parameters, options, x)
+        params = inspect.signature(explainer.attribute).parameters
+        kwargs = _translate(params, options, x)
+        if "target" in params:  # a few classes (LayerActivation) explain no output
+            kwargs["target"] = t
         with _seeded(seed, x.device), warnings.catch_warnings():
             for message in _QUIET:
                 warnings.filterwarnings("ignore", message=message, category=UserWarning)
-            attr = explainer.attribute(x.detach(), target=t, **kwargs)
+            attr = explainer.attribute(x.detach(), **kwargs)
     if isinstance(attr, tuple):
         attr = attr[0]
     return _upsample(attr.detach().to(x.dtype), x)  # some Captum classes accumulate in float32
