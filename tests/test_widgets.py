@@ -182,3 +182,14 @@ def test_explorer_checks_its_arguments(model, data):
         wd.explorer(model, data, bases=("sobel",))
     with pytest.raises(ValueError, match="state.method"):
         wd.explorer(model, data, methods=("gradient",), state=ExplorerState(method="sobel"))
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "smoothgrad", "integrated_gradients"])
+def test_one_channel_data_without_mask(method):
+    gray = SmallCNN(in_channels=1, num_classes=2, width=4, depth=2, input_size=8, seed=1).eval()
+    digits_like = Data(torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 1]))
+    state = ExplorerState(method=method, index=2, n_samples=2, steps=3, view="overlay")
+    maps = wd.compute(state, gray, digits_like, device="cpu")
+    fig = wd.render(state, maps, digits_like)
+    assert _image_axes(fig)[0].get_title() == "#2: 1"  # no class names: the label index
+    assert all(m.shape[1] == 1 for m in maps.values())
