@@ -23,6 +23,11 @@ named after the convolution.  That term is exactly the bias term of the convolut
 folding the batch-norm into it (:func:`fold_batchnorm`), so the decomposition and the saliency
 maps built from it do not change when batch-norm is folded away.  ``merge_batchnorm=False``
 keeps two terms, as the authors' code does.
+
+Also here: the aggregation into one pixel map (:func:`postprocess`, :func:`layer_maps`,
+:func:`aggregate`; the saliency methods themselves are in :mod:`xailab.attribution.fullgrad`),
+:func:`fold_batchnorm`, and the paper's and reviewers' evaluations, :func:`pixel_perturbation`
+(least / most salient pixels removed) and :func:`flip_test` (digit flipping).
 """
 from __future__ import annotations
 
