@@ -60,23 +60,6 @@ def _pixel_maps(maps: Tensor, reduce: str | None) -> Tensor:
     return maps.reshape(maps.shape[0], -1).double()
 
 
-def _ranks(v: Tensor) -> Tensor:
-    """Ranks along the last axis with ties given their average rank (the Spearman convention;
-    it matters here because Grad-CAM and abs maps have many tied zeros)."""
-    n = v.shape[-1]
-    order = v.argsort(dim=-1, stable=True)
-    sorted_v = v.gather(-1, order)
-    # start a new group wherever the sorted value changes; average the positions within a group
-    new = torch.ones_like(sorted_v, dtype=torch.bool)
-    new[..., 1:] = sorted_v[..., 1:] != sorted_v[..., :-1]
-    group = new.long().cumsum(-1) - 1
-    pos = torch.arange(n, dtype=torch.float64, device=v.device).expand_as(sorted_v)
-    total = torch.zeros_like(pos).scatter_add_(-1, group, pos)
-    count = torch.zeros_like(pos).scatter_add_(-1, group, torch.ones_like(pos))
-    avg_sorted = (total / count.clamp_min(1)).gather(-1, group)
-    return torch.empty_like(avg_sorted).scatter_(-1, order, avg_sorted)
-
-
 def _pearson(a: Tensor, b: Tensor) -> Tensor:
     a = a - a.mean(-1, keepdim=True)
     b = b - b.mean(-1, keepdim=True)
@@ -110,7 +93,9 @@ def consistency(map_a, map_b, metric: str = "spearman", *, reduce: str | None = 
         raise ValueError(f"map_a and map_b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     a, b = _pixel_maps(a, reduce), _pixel_maps(b, reduce)
     if metric == "spearman":
-        return (1.0 + _pearson(_ranks(a), _ranks(b))) / 2.0
+        from xailab.attribution.maps import average_ranks  # ties share their average rank
+
+        return (1.0 + _pearson(average_ranks(a), average_ranks(b))) / 2.0
     if metric in ("l2", "cosine"):
         ua = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-300)
         ub = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-300)
