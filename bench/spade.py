@@ -9,7 +9,7 @@ layers with more than ``--obc-max-cols`` inputs per row fall back to ``fast`` in
 the fast/exact ratio is therefore also printed on the layers OBC actually solved, which is the
 like-for-like number. Mean relative reconstruction error per solver on those layers too.
 Run: ``python bench/spade.py [--views 128] [--repeats 3] [--obc-repeats 2] [--sparsity 0.7]
-[--obc-max-cols 300]``; about 2 minutes on one core.
+[--obc-max-cols 300]``; about a minute on one core.
 """
 from __future__ import annotations
 
