@@ -110,7 +110,7 @@ def cases(model, x, t, steps: int, samples: int, sigma: float = 0.15):
     ], nt
 
 
-def timed_pair(fa, fb, repeats: int, budget: float = 1.5):
+def timed_pair(fa, fb, repeats: int, budget: float = 8.0):
     """Calls in pairs, alternating which goes first; at least ``repeats`` pairs, more for fast
     calls (up to ``budget`` s). Returns the median times, the median of the per-pair ratios
     a/b (robust to load that drifts on a shared machine) and the outputs of the first calls."""
