@@ -112,6 +112,24 @@ def test_occlusion_of_linear_model_is_weight_times_input():
     assert torch.allclose(attribute(lin, x, 1, method="occlusion"), x * lin.weight[1])
 
 
+def test_occlusion_pass_holds_at_most_batch_size_rows():
+    """Captum evaluates each perturbation on the whole batch: batch_size bounds ppe * N rows."""
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return self.lin(x)
+
+    x = torch.rand(4, 6)
+    attribute(Recorder().eval(), x, 0, method="occlusion", batch_size=8)
+    assert max(seen) <= 8 and max(seen) % 4 == 0
+
+
 def test_adapter_errors():
     with pytest.raises(ValueError, match="unknown Captum attribution class 'Salience'.*Saliency"):
         captum("Salience")

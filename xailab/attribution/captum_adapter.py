@@ -109,9 +109,11 @@ def _translate(params, options: dict, x: Tensor) -> dict:
         out["n_steps"] = out.pop("steps")
     if "batch_size" in out:
         rows = batch_rows(out.pop("batch_size"), x)
-        for name in ("internal_batch_size", "perturbations_per_eval"):
-            if name in params:
-                out[name] = rows
+        if "internal_batch_size" in params:
+            out["internal_batch_size"] = rows
+        if "perturbations_per_eval" in params:
+            # Captum applies each perturbation to the whole batch: one pass holds ppe * N rows.
+            out["perturbations_per_eval"] = max(1, rows // max(1, x.shape[0]))
     unknown = [k for k in out if k not in params]
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise TypeError(f"unexpected option(s) {', '.join(unknown)}; this method takes "
