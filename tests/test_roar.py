@@ -336,3 +336,14 @@ def test_sweep_bad_input_errors(toy):
         roar(MLP, train, test, bad, seeds=1, epochs=1, progress=False, cache_dir=None)
     with pytest.raises(ValueError, match="variants"):
         roar(MLP, train, test, rankings, seeds=1, epochs=1, variants=("kar",), progress=False)
+
+
+def test_fingerprint_covers_batchnorm_buffers():
+    """0-d buffers (num_batches_tracked) hash, and a changed running mean changes the key."""
+    from xailab.models import SmallCNN
+    from xailab.roar.estimators import model_fingerprint
+
+    model = SmallCNN(width=4, depth=2, input_size=16, batch_norm=True)
+    before = model_fingerprint(model)
+    model.features.bn1.running_mean += 1
+    assert model_fingerprint(model) != before

@@ -94,7 +94,8 @@ def parse_estimator(name: str) -> Estimator:
 def _hash_tensor(h, t: Tensor) -> None:
     t = t.detach().cpu().contiguous()
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    # reshape first: a 0-d tensor (batch-norm's num_batches_tracked) cannot be viewed as bytes
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def model_fingerprint(model: nn.Module) -> str:
