@@ -36,7 +36,7 @@ def test_runner_reports_claims_and_failures(books, tmp_path, capsys):
     code = workbook.main(["--quick", "-p", "scale=21", "--notebooks", str(books), "--out", str(out)])
     assert code == 1  # one notebook fails
     printed = capsys.readouterr().out
-    assert "10_good ... ok" in printed and "20_bad ... FAILED" in printed
+    assert "[1/2] 10_good ok" in printed and "[2/2] 20_bad FAILED" in printed
     assert "ClaimFailed" in printed  # the failing cell's error is named
 
     claims = json.loads((out / "claims.json").read_text())

@@ -259,12 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     try:
         for i, nb in enumerate(notebooks, 1):
-            print(f"[{i}/{len(notebooks)}] {nb.stem} ...", end=" ", flush=True)
+            step = f"[{i}/{len(notebooks)}] {nb.stem}"
+            # two lines, because the kernel may print its own warnings while it runs
+            print(f"{step} running", flush=True)
             outcome = run_notebook(nb, args.out, parameters, args.kernel)
             outcomes.append(outcome)
-            verdicts = [c["verdict"] for c in outcome.claims]
-            summary = f"{len(verdicts)} claims, {sum(c['holds'] for c in outcome.claims)} reproduced"
-            print(f"{'ok' if outcome.ok else 'FAILED'} ({outcome.seconds:.1f} s, {summary})", flush=True)
+            summary = f"{len(outcome.claims)} claims, {sum(c['holds'] for c in outcome.claims)} reproduced"
+            print(f"{step} {'ok' if outcome.ok else 'FAILED'} ({outcome.seconds:.1f} s, {summary})", flush=True)
             if not outcome.ok:
                 print(f"    {outcome.error}", flush=True)
     except KeyboardInterrupt:
