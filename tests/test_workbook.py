@@ -85,3 +85,11 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     assert not target.exists()
     workbook.clean_partials(tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_relative_out_still_collects_claims(books, tmp_path, monkeypatch):
+    """Kernels run in the notebooks' folder: a relative --out must not lose the claims log."""
+    monkeypatch.chdir(tmp_path)
+    assert workbook.main(["--quick", "--only", "10", "--notebooks", str(books), "--out", "rel/build"]) == 0
+    claims = json.loads((tmp_path / "rel" / "build" / "claims.json").read_text())
+    assert [c["claim"] for c in claims] == ["quick is injected"]

@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", default="xailab", help="Jupyter kernel name (default: xailab)")
     args = parser.parse_args(argv)
 
+    # absolute, because each kernel runs in its notebook's folder and logs claims to a path under out
+    args.out = args.out.resolve()
     notebooks = select(sorted(args.notebooks.glob("*.ipynb")), args.only)
     if not notebooks:
         print(f"no notebooks in {args.notebooks}")
