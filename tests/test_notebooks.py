@@ -53,3 +53,8 @@ def test_notebook_runs_in_quick_mode(path, tmp_path):
     finally:
         os.environ.pop("XAILAB_CLAIMS", None)
         os.environ.pop("XAILAB_NOTEBOOK", None)
+    # papermill raised on any failing cell; a notebook with claim cells must also have recorded them
+    if "claims.check" in path.read_text(encoding="utf-8"):
+        records = [json.loads(line) for line in env_claims.read_text(encoding="utf-8").splitlines()]
+        assert records, f"{path.name} checks claims but recorded none"
+        assert all(r["verdict"] != "FAILED" for r in records)
