@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -45,3 +46,15 @@ def test_seeded_generator_is_reproducible():
     a = torch.rand(4, generator=utils.seeded_generator(3))
     b = torch.rand(4, generator=utils.seeded_generator(3))
     assert torch.equal(a, b)
+
+
+def test_forked_rng_seeds_and_restores_both_generators():
+    torch.manual_seed(123), np.random.seed(123)
+    before_t, before_n = torch.random.get_rng_state(), np.random.get_state()[1].copy()
+    with utils.forked_rng(7, numpy=True):
+        a = (torch.rand(3), np.random.rand(3))
+    with utils.forked_rng(7, numpy=True):
+        b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and (a[1] == b[1]).all()
+    assert torch.equal(before_t, torch.random.get_rng_state())
+    assert (before_n == np.random.get_state()[1]).all()

@@ -16,7 +16,6 @@ Models are returned in ``nn.Module``'s default train mode; ``xailab.train.fit`` 
 """
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from typing import Sequence
 
@@ -24,19 +23,9 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from xailab.utils import check_positive
+from xailab.utils import check_positive, forked_rng
 
 __all__ = ["SmallCNN", "SmallResNet", "MLP", "make_model", "MODELS"]
-
-
-@contextlib.contextmanager
-def _seeded(seed: int):
-    """Draw from a global RNG seeded with ``seed`` and restore the caller's RNG state on exit.
-
-    Module constructors use the global generator, so fork it rather than pass a generator."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        yield
 
 
 class SmallCNN(nn.Module):
@@ -75,7 +64,7 @@ class SmallCNN(nn.Module):
         self.in_channels, self.num_classes, self.input_size = in_channels, num_classes, input_size
         self.batch_norm, self.spectral_norm = bool(batch_norm), bool(spectral_norm)
         wrap = _spectral_norm if spectral_norm else (lambda m: m)
-        with _seeded(seed):
+        with forked_rng(seed):
             layers: "OrderedDict[str, nn.Module]" = OrderedDict()
             c_in = in_channels
             for i in range(1, depth + 1):
@@ -154,7 +143,7 @@ class SmallResNet(nn.Module):
         if not blocks or any(int(b) != b or b < 1 for b in blocks):
             raise ValueError(f"blocks must be a non-empty sequence of positive integers, got {blocks!r}")
         self.in_channels, self.num_classes = in_channels, num_classes
-        with _seeded(seed):
+        with forked_rng(seed):
             layers: "OrderedDict[str, nn.Module]" = OrderedDict([
                 ("stem_conv", nn.Conv2d(in_channels, width, 3, padding=1, bias=True)),
                 ("stem_bn", nn.BatchNorm2d(width)),
@@ -197,7 +186,7 @@ class MLP(nn.Module):
         for h in hidden:
             check_positive("hidden", h, integer=True)
         self.in_features, self.num_classes = in_features, num_classes
-        with _seeded(seed):
+        with forked_rng(seed):
             layers: "OrderedDict[str, nn.Module]" = OrderedDict()
             d = in_features
             for i, h in enumerate(hidden, 1):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -91,3 +92,21 @@ def seeded_generator(seed: int, device=None) -> torch.Generator:
     g = torch.Generator(device=resolve_device(device) if device is not None else "cpu")
     g.manual_seed(int(seed))
     return g
+
+
+@contextlib.contextmanager
+def forked_rng(seed: int, device=None, *, numpy: bool = False) -> Iterator[None]:
+    """Seed torch's global RNG (and numpy's when ``numpy``) for the block and restore the caller's
+    states on exit: for code that can only draw from the global generators (module constructors,
+    Captum's samplers). ``device``: a CUDA device whose generator is forked too."""
+    devices = [device] if device is not None and torch.device(device).type == "cuda" else []
+    state = np.random.get_state() if numpy else None
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed))
+            if numpy:
+                np.random.seed(int(seed))
+            yield
+    finally:
+        if numpy:
+            np.random.set_state(state)

@@ -99,8 +99,3 @@ def chunked(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor, rows: 
     if x.shape[0] <= rows:
         return fn(x, t)
     return torch.cat([fn(x[i:i + rows], t[i:i + rows]) for i in range(0, x.shape[0], rows)])
-
-
-def model_device(model: nn.Module, default) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device(default)

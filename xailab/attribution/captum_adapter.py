@@ -26,7 +26,6 @@ import inspect
 import warnings
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 from xailab.attribution._core import batch_rows, check_input, check_outputs, explaining, targets_for
 from xailab.attribution.cam import find_layer
 from xailab.attribution.gradients import as_baseline
+from xailab.utils import forked_rng
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
@@ -62,21 +62,6 @@ def _captum_cleanup(model: nn.Module) -> Iterator[None]:
                     delattr(m, a)
 
 
-@contextlib.contextmanager
-def _seeded(seed, device) -> Iterator[None]:
-    """Seed the global torch and numpy RNGs Captum draws from (GradientShap picks baselines with
-    numpy) and restore the caller's states on exit. ``seed=None``: leave them as they are."""
-    if seed is None:
-        yield
-        return
-    state = np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(int(seed))
-            np.random.seed(int(seed))
-            yield
-    finally:
-        np.random.set_state(state)
 
 
 def _resolve(cls_or_name):
@@ -94,7 +79,8 @@ def _resolve(cls_or_name):
     raise TypeError(f"expected a Captum attribution class or its name, got {cls_or_name!r}")
 
 
-def _num_classes(model: nn.Module, x: Tensor, t: Tensor) -> None:
+def _check_targets(model: nn.Module, x: Tensor, t: Tensor) -> None:
+    """Fail early, with our message, when a target is out of the model's output range."""
     with torch.no_grad():
         check_outputs(model(x[:1]), t)
 
@@ -140,7 +126,7 @@ def _run(cls, model: nn.Module, x: Tensor, target, init_kwargs: dict, options: d
     if layer is not None and not takes_layer:
         raise TypeError(f"{cls.__name__} takes no layer; layer= is for Layer* classes and GuidedGradCam")
     with explaining(model, cls.__name__), _captum_cleanup(model):
-        _num_classes(model, x, t)
+        _check_targets(model, x, t)
         if takes_layer:
             explainer = cls(model, find_layer(model, layer), **init_kwargs)
         else:
@@ -149,7 +135,9 @@ def _run(cls, model: nn.Module, x: Tensor, target, init_kwargs: dict, options: d
         kwargs = _translate(params, options, x)
         if "target" in params:  # a few classes (LayerActivation) explain no output
             kwargs["target"] = t
-        with _seeded(seed, x.device), warnings.catch_warnings():
+        # Captum draws from the global RNGs (GradientShap's baselines from numpy's): seed them for the call
+        seeded = contextlib.nullcontext() if seed is None else forked_rng(seed, x.device, numpy=True)
+        with seeded, warnings.catch_warnings():
             for message in _QUIET:
                 warnings.filterwarnings("ignore", message=message, category=UserWarning)
             attr = explainer.attribute(x.detach(), **kwargs)
