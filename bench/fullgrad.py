@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from xailab import fullgrad as fgm
+from xailab.attribution import fullgrad as fgm
 
 
 def naive_aggregate(fg: fgm.FullGradients, size) -> torch.Tensor:

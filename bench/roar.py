@@ -5,7 +5,7 @@ relevance computed with shared noisy samples against one estimator at a time.
    once with :func:`xailab.train.fit_many` against one ``fit`` per seed in a loop (same models).
 2. Relevance of a data set for the 12 ensemble-or-plain estimators of one base method family
    (base, base², SmoothGrad, SmoothGrad squared, SmoothGrad², VarGrad for gradient and guided
-   backprop): :func:`xailab.roar.relevance_maps` asked for all of them at once (one noisy-sample
+   backprop): :func:`xailab.papers.roar.relevance_maps` asked for all of them at once (one noisy-sample
    pass per base, shared by its three statistics) against one call per estimator (a pass each).
 
 Prints medians over ``--repeats`` and the ratios.  Run: ``python bench/roar.py [--repeats 3]``.
@@ -20,8 +20,8 @@ import timeit
 import torch
 
 from xailab.data import shapes, train_test_split
-from xailab.roar import ModelFactory, relevance_maps, remove
-from xailab.roar.removal import channel_mean
+from xailab.papers.roar import ModelFactory, relevance_maps
+from xailab.removal import remove
 from xailab.train import fit, fit_many
 
 
@@ -52,7 +52,7 @@ def main() -> None:
 
     # 1. one cell: the ROAR-modified train set at 50 %, all seeds at once vs one by one
     rel = relevance_maps(explained, train, ["gradient"], cache_dir=None, progress=False)["gradient"]
-    cell = dataclasses.replace(train, x=remove(train.x, rel, 0.5, fill_value=channel_mean(train.x)))
+    cell = dataclasses.replace(train, x=remove(train.x, rel, 0.5))
     seeds = list(range(args.seeds))
     kw = dict(epochs=args.epochs, device="cpu", progress=False)
     t_many, many = median_time(lambda: fit_many(model_fn, cell, seeds=seeds, **kw), args.repeats)
@@ -68,7 +68,7 @@ def main() -> None:
         base, f"{base}²", f"smoothgrad({base})", f"smoothgrad({base})²", f"smoothgrad_sq({base})",
         f"vargrad({base})")]
     opts = {"ensemble": {"n_samples": args.n_samples}}
-    rk = dict(options=opts, cache_dir=None, progress=False, device="cpu")
+    rk = dict(defaults=opts, cache_dir=None, progress=False)
     t_shared, shared = median_time(lambda: relevance_maps(explained, train, names, **rk), args.repeats)
     t_single, single = median_time(
         lambda: {n: relevance_maps(explained, train, [n], **rk)[n] for n in names}, args.repeats)

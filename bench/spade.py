@@ -19,13 +19,13 @@ import statistics
 import torch
 
 from xailab.models import SmallResNet
-from xailab.spade import trace
+from xailab.papers.spade import trace
 
 
 def run(model, x, solver, args):
     t = trace(model, x, args.sparsity, solver=solver, n_views=args.views, seed=0, device="cpu",
               progress=False, obc_max_cols=args.obc_max_cols)
-    return t.spade_report
+    return t.report
 
 
 def main():

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from xailab import claims
+from xailab.workbook import claims
 
 
 def test_check_records_and_raises(tmp_path, monkeypatch):
@@ -16,4 +16,5 @@ def test_check_records_and_raises(tmp_path, monkeypatch):
         claims.check("ROAR", "a false claim", holds=False, value={"acc": 0.25})
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["holds"] for r in rows] == [True, False, False]
-    assert rows[2]["value"] == "acc=0.25"
+    assert rows[2]["value"] == "acc=0.25" and rows[2]["values"] == [["acc", "0.25"]]
+    assert rows[0]["values"] == [["", "0.91"]]

@@ -1,4 +1,4 @@
-"""Properties of xailab.generalization: consistency metrics, operator norms, R_A, bound calculators."""
+"""Properties of xailab.papers.generalization: operator norms, R_A, bound calculators, the experiment."""
 from __future__ import annotations
 
 import math
@@ -8,62 +8,12 @@ import torch
 from scipy import stats
 from torch import nn
 
-from xailab import generalization as G
+from xailab.papers import generalization as G
+from xailab.papers.generalization.experiment import _pairs
 
 
 def _rand(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-# ----------------------------------------------------------------------------- consistency
-
-def test_spearman_matches_scipy_with_ties():
-    a = torch.randint(0, 5, (3, 40), generator=torch.Generator().manual_seed(1)).double()
-    b = torch.randint(0, 5, (3, 40), generator=torch.Generator().manual_seed(2)).double()
-    got = G.consistency(a, b, "spearman", reduce=None)
-    for i in range(3):
-        rho = stats.spearmanr(a[i].numpy(), b[i].numpy()).statistic
-        assert got[i].item() == pytest.approx((1 + rho) / 2, abs=1e-12)
-
-
-def test_spearman_extremes_and_invariance():
-    a = _rand(4, 3, 8, 8).abs()
-    assert torch.allclose(G.consistency(a, 3 * a + 0, "spearman"), torch.ones(4, dtype=torch.float64))
-    flat = a.sum(1, keepdim=True)
-    rev = -flat  # reversed ranking, compared without taking absolute values
-    assert torch.allclose(G.consistency(flat, rev, "spearman", reduce=None), torch.zeros(4, dtype=torch.float64))
-    # monotone transforms of the relevance do not change a rank correlation
-    assert torch.allclose(G.consistency(flat, flat ** 3, "spearman"), torch.ones(4, dtype=torch.float64))
-
-
-def test_l2_is_scale_free_and_bounded():
-    a, b = _rand(5, 1, 6, 6, seed=1), _rand(5, 1, 6, 6, seed=2)
-    d = G.consistency(a, b, "l2", reduce=None)
-    assert torch.allclose(d, G.consistency(7 * a, 0.1 * b, "l2", reduce=None))
-    assert (d >= 0).all() and (d <= 2).all()
-    assert torch.allclose(G.consistency(a, -a, "l2", reduce=None), torch.full((5,), 2.0, dtype=torch.float64))
-    cos = G.consistency(a, b, "cosine", reduce=None)
-    assert torch.allclose(cos, 1 - d ** 2 / 2)
-    assert (G.consistency(a, b, "l2") <= math.sqrt(2) + 1e-12).all()  # abs maps are non-negative
-
-
-def test_topk_iou():
-    a = torch.arange(10.0).view(1, 10)
-    assert G.consistency(a, a, "topk", k=0.3).item() == 1.0
-    assert G.consistency(a, a.flip(1), "topk", k=0.3).item() == 0.0
-
-
-def test_consistency_rejects_bad_input():
-    with pytest.raises(ValueError, match="same shape"):
-        G.consistency(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 5))
-    with pytest.raises(ValueError, match="metric"):
-        G.consistency(torch.zeros(2, 4), torch.zeros(2, 4), "kendall")
-
-
-def test_prediction_agreement():
-    a = torch.tensor([[1.0, 0], [0, 1], [1, 0], [0, 1]])
-    b = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1]])
-    assert G.prediction_agreement(a, b) == 0.75
 
 
 # ----------------------------------------------------------------------------- spectral norms
@@ -242,20 +192,11 @@ def test_split_factor_too_large_fails_before_training():
     assert G.check_split_factor(100, 4, num_classes=2, batch_size=8) == 25
 
 
-def test_pairs_and_method_table():
-    assert G._pairs(4, "disjoint") == [(0, 1), (2, 3)]
-    assert len(G._pairs(4, "all")) == 6
-    t = G._method_table({"SG 0.3": ("smoothgrad", {"sigma": 0.3}), "grad": "gradient"})
-    assert t == {"SG 0.3": ("smoothgrad", {"sigma": 0.3}), "grad": ("gradient", {})}
-
-
-def test_chance_corrected_agreement():
-    a = torch.eye(4)[torch.tensor([0, 1, 2, 3] * 5)]
-    assert G.prediction_agreement(a, a, chance_corrected=True) == pytest.approx(1.0)
-    # B always predicts class 0: agreement 1/4 is exactly what chance gives -> kappa 0
-    b = torch.eye(4)[torch.zeros(20, dtype=torch.long)]
-    assert G.prediction_agreement(a, b) == pytest.approx(0.25)
-    assert G.prediction_agreement(a, b, chance_corrected=True) == pytest.approx(0.0)
+def test_pairs():
+    assert _pairs(4, "disjoint") == [(0, 1), (2, 3)]
+    assert len(_pairs(4, "all")) == 6 and _pairs(4, 2) == [(0, 1), (0, 2)]
+    with pytest.raises(ValueError, match="pairs"):
+        _pairs(4, "some")
 
 
 def test_experiment_end_to_end_on_a_tiny_problem():
@@ -267,7 +208,7 @@ def test_experiment_end_to_end_on_a_tiny_problem():
     methods = {"grad": "gradient", "SG": ("smoothgrad", {"sigma": 0.2, "n_samples": 2})}
     res = G.disjoint_split_experiment(lambda s: SmallCNN(3, 2, width=2, depth=1, input_size=8, seed=s),
                                       train, test, split_factors=(2, 4), methods=methods, epochs=1,
-                                      batch_size=8, pairs="all", keep_maps=3, progress_bar=False,
+                                      batch_size=8, pairs="all", keep_maps=3, progress=False,
                                       device="cpu")
     assert {(r["k"], r["method"]) for r in res.rows} == {(k, m) for k in (2, 4) for m in methods}
     assert len(res.select(k=4, method="grad")) == 6 and len(res.models[4]) == 4

@@ -6,8 +6,9 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from xailab.metrics import (insertion_deletion, parameter_layers, pointing_game, randomization_check,
-                            rank_correlation, saliency_auc, ssim)
+from xailab.metrics import (CATALOGUE, GROUPS, catalogue, flip_test, insertion_deletion, parameter_layers,
+                            pixel_perturbation, pointing_game, randomization_check, rank_correlation, saliency_auc,
+                            ssim)
 from xailab.models import MLP, SmallCNN
 
 
@@ -74,14 +75,14 @@ def test_deletion_curve_of_linear_model_is_exact():
     w = torch.rand(1, 2, 4, 4, generator=g)
     model = Linear(w).eval()
     contrib = (x * w).sum(1).flatten(1)                       # per-pixel contributions (N, 16)
-    curves, auc = insertion_deletion(model, x, contrib[:, None].view(2, 1, 4, 4), 0, steps=16, mode="deletion",
+    curves, auc = insertion_deletion(model, x, 0, contrib[:, None].view(2, 1, 4, 4), steps=16, mode="deletion",
                                      score="logit", normalize=False, batch_size=5)
     remaining = contrib.sum(1, keepdim=True) - torch.cat(
         [torch.zeros(2, 1), contrib.sort(1, descending=True).values.cumsum(1)], 1)
     assert torch.allclose(curves, remaining, atol=1e-5)
     assert torch.allclose(auc, torch.trapezoid(remaining, torch.linspace(0, 1, 17), dim=1), atol=1e-5)
     # the best ordering deletes evidence fastest: lower AUC than the reverse ordering
-    _, worse = insertion_deletion(model, x, -contrib.view(2, 1, 4, 4), 0, steps=16, score="logit", normalize=False)
+    _, worse = insertion_deletion(model, x, 0, -contrib.view(2, 1, 4, 4), steps=16, score="logit", normalize=False)
     assert (auc < worse).all()
 
 
@@ -89,23 +90,23 @@ def test_insertion_ends_at_full_image_and_normalisation():
     model = SmallCNN(width=4, depth=2, input_size=16).eval()
     x = torch.rand(3, 3, 16, 16, generator=gen())
     s = torch.rand(3, 1, 16, 16, generator=gen(1))
-    curves, auc = insertion_deletion(model, x, s, [0, 1, 2], steps=8, mode="insertion")
+    curves, auc = insertion_deletion(model, x, [0, 1, 2], s, steps=8, mode="insertion")
     assert curves.shape == (3, 9) and auc.shape == (3,)
     assert torch.allclose(curves[:, -1], torch.ones(3), atol=1e-5)      # full image / its own score
-    raw, raw_auc = insertion_deletion(model, x, s, [0, 1, 2], steps=8, mode="insertion", normalize=False)
+    raw, raw_auc = insertion_deletion(model, x, [0, 1, 2], s, steps=8, mode="insertion", normalize=False)
     full = model(x).softmax(1)[torch.arange(3), [0, 1, 2]]
     assert torch.allclose(raw / full[:, None], curves, atol=1e-5)
     assert torch.allclose(raw_auc / full, auc, atol=1e-5)
-    small, _ = insertion_deletion(model, x, s, [0, 1, 2], steps=8, mode="insertion", batch_size=4)
+    small, _ = insertion_deletion(model, x, [0, 1, 2], s, steps=8, mode="insertion", batch_size=4)
     assert torch.allclose(small, curves)
     with pytest.raises(ValueError, match="mode must be"):
-        insertion_deletion(model, x, s, 0, mode="both")
+        insertion_deletion(model, x, 0, s, mode="both")
 
 
 def test_insertion_deletion_tabular():
     model = MLP(in_features=6, num_classes=3).eval()
     x = torch.rand(4, 6, generator=gen())
-    curves, auc = insertion_deletion(model, x, torch.rand(4, 6, generator=gen(1)), 1, steps=6)
+    curves, auc = insertion_deletion(model, x, 1, torch.rand(4, 6, generator=gen(1)), steps=6)
     assert curves.shape == (4, 7) and torch.allclose(curves[:, 0], torch.ones(4), atol=1e-5)
 
 
@@ -124,3 +125,74 @@ def test_randomization_check_separates_gradient_from_sobel():
     assert [r["spearman"] for r in again] == [r["spearman"] for r in grad]
     with pytest.raises(ValueError, match="unknown layer.*classifier.fc2"):
         randomization_check(model, x, 1, "gradient", layers=["fc9"], progress=False)
+
+
+def _left_half_model():
+    """A linear 'network' that only reads the left half of a 1x4x4 image; class 1 = minus class 0."""
+    lin = nn.Linear(16, 2)
+    with torch.no_grad():
+        w = torch.zeros(4, 4)
+        w[:, :2] = torch.arange(1.0, 9.0).view(4, 2)
+        lin.weight.copy_(torch.stack([w.flatten(), -w.flatten()]))
+        lin.bias.copy_(torch.tensor([0.5, -0.5]))
+    return nn.Sequential(nn.Flatten(), lin).double().eval()
+
+
+def test_pixel_perturbation_least_and_most_salient():
+    model = _left_half_model()
+    x = torch.rand(5, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 0.5
+    truth = torch.zeros(5, 1, 4, 4, dtype=torch.float64)
+    truth[..., :2] = 1.0 + torch.rand(5, 1, 4, 2, dtype=torch.float64)      # the left half matters
+    for fill in ("image_mean", "dataset_mean", "blur", "zero"):
+        least = pixel_perturbation(model, x, 0, truth, [0.0, 0.25, 0.5], fill=fill)
+        assert least.shape == (3, 5)
+        assert torch.all(least == 0), "removing only ignored pixels must not change the output"
+        most = pixel_perturbation(model, x, 0, truth, [0.25, 0.5], most_salient=True, fill=fill)
+        assert torch.all(most > 0)
+    wrong = pixel_perturbation(model, x, 0, truth.flip(-1), [0.25], fill="zero")   # left half last
+    assert torch.all(wrong > 0)
+    with pytest.raises(ValueError, match="fill"):
+        pixel_perturbation(model, x, 0, truth, [0.1], fill="noise")
+    with pytest.raises(ValueError, match="maps"):
+        pixel_perturbation(model, x, 0, truth[:, :, :2], [0.1])
+
+
+def test_flip_test_measures_the_drop_of_the_logit_difference():
+    model = _left_half_model()
+    x = torch.rand(4, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    w = model[1].weight.detach()
+    s0, s1 = (w[0].view(1, 1, 4, 4) * x), (w[1].view(1, 1, 4, 4) * x)          # exact input x gradient maps
+    drop = flip_test(model, x, 0, s0, contrast=1, contrast_maps=s1, fractions=[0.125, 0.25])
+    # erasing a pixel p (fill 0) lowers f_0 - f_1 by 2 w_p x_p: the top-k of s0 - s1 exactly
+    contrib = (2 * s0).flatten(1).sort(1, descending=True).values
+    torch.testing.assert_close(drop, torch.stack([contrib[:, :2].sum(1), contrib[:, :4].sum(1)]))
+    assert torch.all(flip_test(model, x, 0, s1, contrast=1, contrast_maps=s0, fractions=[0.25]) <= 0)    # the wrong map flips nothing
+
+
+def test_catalogue_lists_every_metric_once_with_its_group():
+    import xailab.metrics as M
+
+    names = [m.name for m in CATALOGUE]
+    assert len(names) == len(set(names))
+    assert all(m.group in GROUPS and getattr(M, m.name) is m.fn for m in CATALOGUE)
+    table = catalogue()
+    assert all(f"`{n}`" in table for n in names)
+    assert "`saliency_auc`" in catalogue("localisation") and "`ssim`" not in catalogue("localisation")
+    with pytest.raises(ValueError, match="group"):
+        catalogue("speed")
+
+
+def test_metrics_refuse_non_finite_maps():
+    x = torch.rand(2, 1, 4, 4)
+    bad = torch.rand(2, 1, 4, 4)
+    bad[0, 0, 1, 1] = float("nan")
+    mask = (torch.rand(2, 1, 4, 4) > 0.5).float()
+    for call in (lambda: saliency_auc(bad, mask), lambda: pointing_game(bad, mask),
+                 lambda: rank_correlation(bad, x), lambda: ssim(x, bad)):
+        with pytest.raises(ValueError, match="NaN"):
+            call()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+    with pytest.raises(ValueError, match="NaN"):
+        insertion_deletion(model, x, 0, bad)
+    with pytest.raises(ValueError, match="NaN"):
+        pixel_perturbation(model, x, 0, bad, [0.5])

@@ -1,179 +1,15 @@
-"""xailab.roar: remove / keep properties, the sweep's toy ordering, caching, executors, bad input."""
+"""xailab.papers.roar: the sweep's toy ordering, caching, executors, bad input."""
 from __future__ import annotations
 
-import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import torch
 
-from xailab.roar import keep, n_removed, remove, removal_mask
-
-
-def _random_case(g: torch.Generator):
-    """A random batch: images (N, C, H, W) or tabular (N, D), with a relevance full of ties."""
-    n = int(torch.randint(1, 4, (1,), generator=g))
-    if torch.rand((), generator=g) < 0.3:
-        shape = (n, int(torch.randint(1, 30, (1,), generator=g)))
-    else:
-        c, h, w = (int(v) for v in torch.randint(1, 7, (3,), generator=g))
-        shape = (n, c, h, w)
-    x = torch.rand(shape, generator=g)
-    # integer-valued relevance in a small range: many exact ties to exercise the tie-breaking
-    relevance = torch.randint(-3, 4, shape, generator=g).float()
-    return x, relevance
-
-
-def _n_features(x, rank_by):
-    return x[0].numel() if rank_by == "element" or x.ndim == 2 else x.shape[2] * x.shape[3]
-
-
-def _changed_features(x, out, rank_by):
-    """Which features differ from x (a pixel counts once however many channels changed)."""
-    diff = out != x
-    if rank_by == "pixel" and x.ndim == 4:
-        diff = diff.any(dim=1)
-    return diff.reshape(x.shape[0], -1)
-
-
-FILL = -1.0  # outside [0, 1): every replaced element is visibly changed
-
-
-@pytest.mark.parametrize("rank_by", ["pixel", "element"])
-@pytest.mark.parametrize("reduce", ["abs-sum", "sum", "max-abs"])
-def test_exact_removal_count_for_every_fraction(rank_by, reduce):
-    g = torch.Generator().manual_seed(0)
-    for _ in range(25):
-        x, r = _random_case(g)
-        f_total = _n_features(x, rank_by)
-        fractions = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0, float(torch.rand((), generator=g))]
-        fractions += [k / f_total for k in range(f_total + 1)]  # every attainable count
-        for frac in fractions:
-            want = math.floor(round(frac * f_total, 9))
-            for fn, removed in ((remove, want), (keep, f_total - want)):
-                out = fn(x, r, frac, fill=FILL, rank_by=rank_by, reduce=reduce)
-                assert out.shape == x.shape
-                changed = _changed_features(x, out, rank_by).sum(dim=1)
-                assert (changed == removed).all(), (fn.__name__, x.shape, frac, changed, removed)
-
-
-def test_floor_is_robust_to_binary_rounding():
-    assert n_removed(0.3, 10) == 3 and n_removed(0.7, 10) == 7 and n_removed(0.9, 10) == 9
-    assert n_removed(0.999, 10) == 9 and n_removed(1.0, 7) == 7 and n_removed(0.0, 7) == 0
-
-
-@pytest.mark.parametrize("rank_by", ["pixel", "element"])
-def test_remove_zero_is_identity_and_keep_one_is_identity(rank_by):
-    g = torch.Generator().manual_seed(1)
-    for _ in range(10):
-        x, r = _random_case(g)
-        assert torch.equal(remove(x, r, 0.0, rank_by=rank_by), x)
-        assert torch.equal(keep(x, r, 1.0, rank_by=rank_by), x)
-
-
-@pytest.mark.parametrize("rank_by", ["pixel", "element"])
-def test_keep_and_remove_partition_the_features(rank_by):
-    g = torch.Generator().manual_seed(2)
-    for _ in range(20):
-        x, r = _random_case(g)
-        frac = float(torch.rand((), generator=g))
-        gone_remove = _changed_features(x, remove(x, r, frac, fill=FILL, rank_by=rank_by), rank_by)
-        gone_keep = _changed_features(x, keep(x, r, frac, fill=FILL, rank_by=rank_by), rank_by)
-        assert not (gone_remove & gone_keep).any()
-        assert (gone_remove | gone_keep).all()
-
-
-def test_removes_the_most_relevant_and_breaks_ties_by_index():
-    x = torch.zeros(1, 1, 2, 3)
-    r = torch.tensor([[[[1.0, 5.0, 1.0], [5.0, 0.0, 1.0]]]])
-    mask = removal_mask(r, 0.5)  # 3 of 6 pixels: both 5s, then the first 1 (flat index 0)
-    assert mask.flatten().tolist() == [True, True, False, True, False, False]
-    bottom = removal_mask(r, 0.5, top=False)  # the last 3 of the same ranking
-    assert bottom.flatten().tolist() == [False, False, True, False, True, True]
-    # the result does not depend on the batch it sits in
-    r2 = torch.cat([r, torch.rand(1, 1, 2, 3)])
-    assert torch.equal(removal_mask(r2, 0.5)[:1], mask)
-
-
-def test_pixel_ranking_moves_whole_pixels_and_uses_the_reduction():
-    x = torch.rand(2, 3, 4, 4)
-    r = torch.randn(2, 3, 4, 4)
-    out = remove(x, r, 0.25, fill=FILL, rank_by="pixel")
-    changed = out != x
-    # a pixel is either untouched or replaced in every channel
-    assert (changed.all(dim=1) | ~changed.any(dim=1)).all()
-    top = r.abs().sum(dim=1).flatten(1).topk(4).indices
-    assert changed.any(dim=1).flatten(1).gather(1, top).all()
-    signed = remove(x, r, 0.25, fill=FILL, rank_by="pixel", reduce="sum")
-    top_signed = r.sum(dim=1).flatten(1).topk(4).indices
-    assert (signed != x).any(dim=1).flatten(1).gather(1, top_signed).all()
-
-
-def test_element_ranking_sum_ranks_by_signed_value_so_squaring_matters():
-    x = torch.rand(1, 4)
-    r = torch.tensor([[-9.0, 1.0, 2.0, 0.0]])
-    signed = remove(x, r, 0.25, fill=FILL, rank_by="element", reduce="sum")
-    squared = remove(x, r ** 2, 0.25, fill=FILL, rank_by="element", reduce="sum")
-    assert (signed != x).flatten().tolist() == [False, False, True, False]
-    assert (squared != x).flatten().tolist() == [True, False, False, False]
-
-
-def test_fill_defaults_to_channel_mean_and_accepts_the_training_mean():
-    x = torch.rand(5, 3, 4, 4)
-    r = torch.rand(5, 3, 4, 4)
-    out = remove(x, r, 1.0)
-    mean = x.mean(dim=(0, 2, 3))
-    assert torch.allclose(out, mean.view(1, 3, 1, 1).expand_as(x))
-    train_mean = torch.tensor([0.1, 0.2, 0.3])
-    out = remove(x, r, 1.0, fill_value=train_mean)
-    assert torch.allclose(out, train_mean.view(1, 3, 1, 1).expand_as(x))
-    assert torch.equal(remove(x, r, 1.0, fill="zero"), torch.zeros_like(x))
-    tab = torch.rand(6, 5)
-    assert torch.allclose(remove(tab, torch.rand(6, 5), 1.0), tab.mean(0).expand_as(tab))
-    # the input is never modified in place
-    before = x.clone()
-    remove(x, r, 0.5)
-    assert torch.equal(x, before)
-
-
-def test_one_channel_relevance_is_accepted_for_images():
-    x = torch.rand(2, 3, 5, 5)
-    r1 = torch.rand(2, 1, 5, 5)
-    assert torch.equal(remove(x, r1, 0.4), remove(x, r1.expand_as(x).contiguous(), 0.4))
-
-
-@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan")])
-def test_fraction_outside_unit_interval_is_rejected(fraction):
-    x = torch.rand(2, 1, 4, 4)
-    with pytest.raises(ValueError, match="fraction"):
-        remove(x, torch.rand_like(x), fraction)
-    with pytest.raises(ValueError, match="fraction"):
-        keep(x, torch.rand_like(x), fraction)
-
-
-def test_bad_shapes_and_options_are_rejected():
-    x = torch.rand(2, 3, 4, 4)
-    with pytest.raises(ValueError, match="relevance must have the shape"):
-        remove(x, torch.rand(2, 3, 4, 5), 0.5)
-    with pytest.raises(ValueError, match="relevance must have the shape"):
-        remove(x, torch.rand(3, 3, 4, 4), 0.5)
-    with pytest.raises(ValueError, match="rank_by"):
-        remove(x, torch.rand_like(x), 0.5, rank_by="channel")
-    with pytest.raises(ValueError, match="reduce"):
-        remove(x, torch.rand_like(x), 0.5, reduce="mean")
-    with pytest.raises(ValueError, match="fill"):
-        remove(x, torch.rand_like(x), 0.5, fill="median")
-    with pytest.raises(ValueError, match="NaN"):
-        remove(x, torch.full_like(x, float("nan")), 0.5)
-    with pytest.raises(ValueError, match="fill_value"):
-        remove(x, torch.rand_like(x), 0.5, fill_value=torch.zeros(2))
-
-
-# --------------------------------------------------------------------------- the sweep
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-import multiprocessing  # noqa: E402
-
-from xailab.roar import ModelFactory, PAPER_ESTIMATORS, parse_estimator, relevance_maps, roar  # noqa: E402
-from xailab.roar import estimators as est_module  # noqa: E402
+from xailab.attribution import parse_method
+from xailab.papers.roar import ModelFactory, PAPER_ESTIMATORS, relevance_maps, roar
+from xailab.papers.roar import estimators as est_module
 
 MLP = ModelFactory("mlp", in_features=16, num_classes=2, hidden=(32,))
 
@@ -255,7 +91,7 @@ def _tiny_cnn(seed):
 
 def test_paper_estimators_are_eighteen_distinct_valid_names():
     assert len(PAPER_ESTIMATORS) == 18 == len(set(PAPER_ESTIMATORS))
-    parsed = [parse_estimator(e) for e in PAPER_ESTIMATORS]
+    parsed = [parse_method(e) for e in PAPER_ESTIMATORS]
     assert {p.method for p in parsed} == {"gradient", "guided_backprop", "integrated_gradients"}
     assert sum(p.squared for p in parsed) == 6 and sum(p.stat is not None for p in parsed) == 12
 
@@ -264,32 +100,36 @@ def test_cache_hit_is_identical_and_options_invalidate_it(tiny_images, tmp_path,
     train, _ = tiny_images
     model = _tiny_cnn(0)
     calls = []
-    real = est_module._compute
+    real = est_module.method_maps
 
-    def counting(model, x, t, group, *a, **kw):
-        calls.append(sorted(e.raw for e in group))
-        return real(model, x, t, group, *a, **kw)
+    def counting(model, x, t, methods, **kw):
+        calls.append(sorted(spec.raw for spec in methods.values()))
+        return real(model, x, t, methods, **kw)
 
-    monkeypatch.setattr(est_module, "_compute", counting)
+    monkeypatch.setattr(est_module, "method_maps", counting)
     names = ["gradient", "integrated_gradients²", "vargrad(gradient)", "smoothgrad_sq(gradient)"]
     opts = {"integrated_gradients": {"steps": 4}, "ensemble": {"n_samples": 3}}
-    first = relevance_maps(model, train, names, options=opts, cache_dir=tmp_path, progress=False)
-    assert len(calls) == 2  # gradient + its two ensemble statistics together, then IG
-    again = relevance_maps(model, train, names, options=opts, cache_dir=tmp_path, progress=False)
-    assert len(calls) == 2  # everything from the cache
+    kw = dict(defaults=opts, cache_dir=tmp_path, progress=False)
+    first = relevance_maps(model, train, names, **kw)
+    # one pass over the data for every raw map; the square reuses IG's
+    assert calls == [["gradient", "integrated_gradients", "smoothgrad_sq(gradient)", "vargrad(gradient)"]]
+    again = relevance_maps(model, train, names, **kw)
+    assert len(calls) == 1  # everything from the cache
     for n in names:
         assert torch.equal(first[n], again[n])
-    assert torch.equal(first["integrated_gradients²"], relevance_maps(
-        model, train, ["integrated_gradients"], options=opts, cache_dir=tmp_path, progress=False)
-        ["integrated_gradients"] ** 2)
+    assert torch.equal(first["integrated_gradients²"],
+                       relevance_maps(model, train, ["integrated_gradients"], **kw)["integrated_gradients"] ** 2)
     changed = dict(opts, integrated_gradients={"steps": 6})
-    relevance_maps(model, train, names, options=changed, cache_dir=tmp_path, progress=False)
-    assert calls[-1] == ["integrated_gradients"] and len(calls) == 3  # only IG recomputed
-    other_model = _tiny_cnn(1)
-    relevance_maps(other_model, train, ["gradient"], options=opts, cache_dir=tmp_path, progress=False)
-    assert len(calls) == 4  # new weights, new key
-    relevance_maps(model, train[:6], ["gradient"], options=opts, cache_dir=tmp_path, progress=False)
-    assert len(calls) == 5  # new data, new key
+    relevance_maps(model, train, names, defaults=changed, cache_dir=tmp_path, progress=False)
+    assert calls[-1] == ["integrated_gradients"] and len(calls) == 2  # only IG recomputed
+    relevance_maps(model, train, {"IG 6": ("integrated_gradients", {"steps": 6})}, **kw)
+    assert len(calls) == 2  # the same map by another label: a cache hit
+    relevance_maps(_tiny_cnn(1), train, ["gradient"], **kw)
+    assert len(calls) == 3  # new weights, new key
+    relevance_maps(model, train[:6], ["gradient"], **kw)
+    assert len(calls) == 4  # new data, new key
+    relevance_maps(model, train, ["gradient"], defaults=opts, cache_dir=tmp_path, progress=False, target="label")
+    assert len(calls) == 5  # another explained class, new key
 
 
 def test_roar_rerun_from_cache_gives_identical_results(tiny_images, tmp_path, monkeypatch):
@@ -298,7 +138,7 @@ def test_roar_rerun_from_cache_gives_identical_results(tiny_images, tmp_path, mo
               progress=False, variants=("roar", "no_retrain"), batch_size=16)
     first = roar(_tiny_cnn, train, test, ["gradient", "random", "sobel"], **kw)
     calls = []
-    monkeypatch.setattr(est_module, "_compute", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(est_module, "method_maps", lambda *a, **k: calls.append(1))
     second = roar(_tiny_cnn, train, test, ["gradient", "random", "sobel"], **kw)
     assert not calls and first.records == second.records
 
@@ -327,10 +167,10 @@ def test_sweep_bad_input_errors(toy):
     train, test, rankings = toy
     with pytest.raises(ValueError, match="fraction"):
         roar(MLP, train, test, rankings, fractions=(0, 1.2), seeds=1, epochs=1, progress=False)
-    with pytest.raises(ValueError, match="unknown estimator 'no_such_method'"):
+    with pytest.raises(ValueError, match="unknown method 'no_such_method'"):
         roar(MLP, train, test, ["no_such_method"], seeds=1, epochs=1, progress=False)
     with pytest.raises(ValueError, match="unknown ensemble"):
-        parse_estimator("mean(gradient)")
+        parse_method("mean(gradient)")
     bad = {"short": (train.mask[:, :3], test.mask)}
     with pytest.raises(ValueError, match="relevance of 'short'"):
         roar(MLP, train, test, bad, seeds=1, epochs=1, progress=False, cache_dir=None)
@@ -341,7 +181,7 @@ def test_sweep_bad_input_errors(toy):
 def test_fingerprint_covers_batchnorm_buffers():
     """0-d buffers (num_batches_tracked) hash, and a changed running mean changes the key."""
     from xailab.models import SmallCNN
-    from xailab.roar.estimators import model_fingerprint
+    from xailab.papers.roar.estimators import model_fingerprint
 
     model = SmallCNN(width=4, depth=2, input_size=16, batch_norm=True)
     before = model_fingerprint(model)

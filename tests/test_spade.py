@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from xailab.spade import (augment, hessian, layer_sparsities, overlap, prune_fast, prune_magnitude,
+from xailab.papers.spade import (augment, hessian, layer_sparsities, overlap, prune_fast, prune_magnitude,
                           prune_obc, reconstruction_error, trace, trace_batch)
-from xailab.spade.capture import capture_input, execution_order, layer_hessian, swap_in
+from xailab.papers.spade.capture import capture_input, execution_order, layer_hessian, swap_in
 
 
 class Tiny(nn.Module):
@@ -154,16 +154,16 @@ def test_schedules():
 def test_sparsity_zero_trace_is_the_dense_model():
     model = Tiny().eval()
     x = _image(1)
-    t = trace(model, x, 0.0, **OPTS)
+    t, report = trace(model, x, 0.0, **OPTS)
     others = _image(2, n=4)
     assert torch.equal(t(x), model(x)) and torch.equal(t(others), model(others))
+    assert all(r.rel_error == 0 and r.solver == "-" for r in report.layers)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear"])
 def test_each_layer_reaches_its_target(schedule):
     model = Tiny().eval()
-    t = trace(model, _image(1), 0.6, schedule=schedule, **OPTS)
-    rep = t.spade_report
+    t, rep = trace(model, _image(1), 0.6, schedule=schedule, **OPTS)
     assert [r.name for r in rep.layers] == ["stem", "grouped", "depthwise", "conv", "fc"]
     for r in rep.layers:
         w = t.get_submodule(r.name).weight
@@ -187,13 +187,13 @@ def test_trace_reconstructs_better_than_magnitude_and_leaves_caller_untouched():
     assert not model.fc.weight.requires_grad and model.stem.weight.requires_grad
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
     assert isinstance(model.fc, nn.Linear)
-    assert not fast.training
-    e_fast = [r.rel_error for r in fast.spade_report.layers[1:]]
-    e_mag = [r.rel_error for r in mag.spade_report.layers[1:]]
+    assert not fast.model.training
+    e_fast = [r.rel_error for r in fast.report.layers[1:]]
+    e_mag = [r.rel_error for r in mag.report.layers[1:]]
     assert all(f < m for f, m in zip(e_fast, e_mag)), (e_fast, e_mag)
     # the trace's prediction stays closer to the dense one on its own input
     dense = model.eval()(x)
-    assert (fast(x) - dense).norm() < (mag(x) - dense).norm()
+    assert (fast.model(x) - dense).norm() < (mag.model(x) - dense).norm()
 
 
 def test_batched_traces_equal_single_traces():
@@ -203,13 +203,13 @@ def test_batched_traces_equal_single_traces():
     for i in (0, 2):
         single = trace(model, xs[i], 0.5, schedule="linear", **OPTS)
         for name in ("grouped", "depthwise", "conv", "fc"):
-            a, b = batch[i].get_submodule(name).weight, single.get_submodule(name).weight
+            a, b = batch[i].model.get_submodule(name).weight, single.model.get_submodule(name).weight
             assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_overlap_of_traces():
     model = Tiny().eval()
-    ta, tb = trace_batch(model, _image(7, n=2), 0.6, **OPTS)
+    ta, tb = (t.model for t in trace_batch(model, _image(7, n=2), 0.6, **OPTS))
     same = overlap(ta, ta)
     assert set(same) == {"grouped", "depthwise", "conv", "fc"} and all(v == 1 for v in same.values())
     assert all(0 <= v <= 1 for v in overlap(ta, tb).values())
@@ -232,6 +232,8 @@ def test_bad_inputs_give_clear_errors():
         trace(nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1)), x, 0.5, **OPTS)
     with pytest.raises(ValueError, match="solver"):
         trace(model, x, 0.5, solver="sgd", **OPTS)
+    with pytest.raises(ValueError, match="NaN"):
+        trace(model, torch.full_like(x, float("nan")), 0.5, **OPTS)
     shared = nn.Sequential(nn.Conv2d(3, 3, 1))
     twice = nn.Sequential(shared, nn.ReLU(), shared)
     with pytest.raises(ValueError, match="more than once"):

@@ -121,7 +121,7 @@ def test_ig_steps_edges(steps, model, data):
 def test_target_prediction_explains_the_argmax(model, data):
     i = 2
     pred = model(data.x[i:i + 1]).argmax(1)
-    maps = wd.compute(ExplorerState(method="gradient", index=i, target="prediction"), model, data, device="cpu")
+    maps = wd.compute(ExplorerState(method="gradient", index=i, target="predicted"), model, data, device="cpu")
     assert torch.allclose(maps["gradient"], attribute(model, data.x[i:i + 1], pred, method="gradient"))
     maps = wd.compute(ExplorerState(method="gradient", index=i, target="label"), model, data, device="cpu")
     assert torch.allclose(maps["gradient"], attribute(model, data.x[i:i + 1], data.y[i:i + 1], method="gradient"))

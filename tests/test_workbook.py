@@ -6,7 +6,7 @@ import json
 import nbformat
 import pytest
 
-from xailab import workbook
+from xailab.workbook import files, report, runner as workbook
 
 
 def _notebook(path, body: str):
@@ -23,10 +23,10 @@ def books(tmp_path):
     src = tmp_path / "notebooks"
     src.mkdir()
     _notebook(src / "10_good.ipynb",
-              "from xailab import claims\n"
+              "from xailab.workbook import claims\n"
               "claims.check('ROAR', 'quick is injected', holds=quick, value=scale * 2)\n")
     _notebook(src / "20_bad.ipynb",
-              "from xailab import claims\n"
+              "from xailab.workbook import claims\n"
               "claims.check('SPADE', 'an impossible claim', holds=False, value=seed)\n")
     return src
 
@@ -38,13 +38,16 @@ def test_runner_reports_claims_and_failures(books, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "[1/2] 10_good ok" in printed and "[2/2] 20_bad FAILED" in printed
     assert "ClaimFailed" in printed  # the failing cell's error is named
+    assert "without encryption" not in capsys.readouterr().err  # kernels over IPC: a quiet run
+    assert not list(books.glob("kernel-ipc*"))                   # and no sockets left beside the notebooks
 
     claims = json.loads((out / "claims.json").read_text())
     assert [(c["notebook"], c["holds"], c["value"]) for c in claims] == [
         ("10_good", True, "42"), ("20_bad", False, "0")]
     table = (out / "claims.md").read_text()
     assert "| ROAR | quick is injected | 42 | reproduced | 10_good |" in table
-    assert "FAILED" in table
+    assert "| ROAR | 1 | 1 | 0 | 0 |" in table and "| SPADE | 1 | 0 | 0 | 2 |" in table   # summary first
+    assert table.index("| paper | claims |") < table.index("| paper | claim | measured |")
     index = (out / "index.html").read_text()
     assert "10_good.html" in index and "20_bad.html" in index
     for name in ("10_good", "20_bad"):
@@ -79,11 +82,11 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     def failing_replace(src, dst):
         raise Boom
 
-    monkeypatch.setattr(workbook.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(Boom):
-        workbook.write_atomic(target, "half")
+        files.write_atomic(target, "half")
     assert not target.exists()
-    workbook.clean_partials(tmp_path)
+    files.clean_partials(tmp_path)
     assert not list(tmp_path.iterdir())
 
 
@@ -93,3 +96,12 @@ def test_relative_out_still_collects_claims(books, tmp_path, monkeypatch):
     assert workbook.main(["--quick", "--only", "10", "--notebooks", str(books), "--out", "rel/build"]) == 0
     claims = json.loads((tmp_path / "rel" / "build" / "claims.json").read_text())
     assert [c["claim"] for c in claims] == ["quick is injected"]
+
+
+def test_report_shows_each_measured_value_on_its_own_line():
+    outcome = workbook.Outcome("01_x", True, 1.0, claims=[{
+        "paper": "P", "claim": "c", "value": "a=1, b=2", "values": [["a", "1"], ["b", "2"]], "holds": True,
+        "verdict": "reproduced"}])
+    md = report.claims_markdown([outcome], quick=False)
+    assert "| P | c | a: 1<br>b: 2 | reproduced | 01_x |" in md
+    assert report.summary([outcome]) == [dict(paper="P", claims=1, reproduced=1, explained=0, failed=0)]

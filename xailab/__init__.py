@@ -1,5 +1,15 @@
 """xailab: a workbook for explaining neural networks.
 
+Layout, by layer (imports run down the layers only):
+
+- ``utils`` — devices, argument checks, progress bars, mode guards, seeded RNG;
+- ``data``, ``models`` and ``attribution`` (the engine: every method by name, ensembles, FullGrad,
+  maps of many methods over a data set);
+- ``train``, ``removal`` (which features to remove, what they become), ``metrics`` (the
+  catalogue), ``viz``;
+- ``papers`` — one package per paper: ``roar``, ``fullgrad``, ``spade``, ``generalization``;
+- ``widgets`` and ``workbook`` (the runner, the claims and the report).
+
 Submodules are imported on first use (``xailab.data``, ``xailab.attribution`` ...), so importing
 ``xailab`` itself is cheap and has no side effects. ``xailab.attribute`` is the one shortcut.
 """
@@ -10,8 +20,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attribution", "claims", "data", "fullgrad", "generalization", "metrics", "models", "roar",
-    "spade", "train", "utils", "viz", "widgets", "workbook",
+    "attribution", "data", "metrics", "models", "papers", "removal", "train", "utils", "viz", "widgets", "workbook",
 }
 
 

@@ -25,7 +25,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from xailab.utils import check_positive, forked_rng
 
-__all__ = ["SmallCNN", "SmallResNet", "MLP", "make_model", "MODELS"]
+__all__ = ["SmallCNN", "SmallResNet", "MLP", "make_model", "MODELS", "warm_up_batchnorm"]
 
 
 class SmallCNN(nn.Module):
@@ -174,7 +174,8 @@ class SmallResNet(nn.Module):
 class MLP(nn.Module):
     """``Linear -> ReLU`` for each entry of ``hidden``, then a linear output layer.
 
-    Names: ``features.fc{i}``, ``features.relu{i}``, ``classifier.fc``. Input ``(N, in_features)``.
+    Names: ``features.fc{i}``, ``features.relu{i}``, ``classifier.fc``. Input ``(N, in_features)``,
+    or a batch of any shape with ``in_features`` values per sample (images are flattened).
     """
 
     def __init__(self, in_features: int = 16, num_classes: int = 2, hidden: Sequence[int] = (64, 64),
@@ -197,10 +198,21 @@ class MLP(nn.Module):
             self.classifier = nn.Sequential(OrderedDict([("fc", nn.Linear(d, num_classes))]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(torch.flatten(x, 1)))
 
 
 MODELS = {"cnn": SmallCNN, "resnet": SmallResNet, "mlp": MLP}
+
+
+@torch.no_grad()
+def warm_up_batchnorm(model: nn.Module, x: torch.Tensor, passes: int = 3) -> nn.Module:
+    """Give an untrained model's batch-norms non-trivial running statistics (``passes`` train-mode
+    forward passes on ``x``, no gradients), then return it in eval mode."""
+    check_positive("passes", passes, integer=True)
+    model.train()
+    for _ in range(int(passes)):
+        model(x)
+    return model.eval()
 
 
 def make_model(name: str, **kw) -> nn.Module:

@@ -150,27 +150,22 @@ def _check_many(datasets, seeds) -> tuple[list, list[int]]:
 # ---------------------------------------------------------------------------------------------
 # fit_many: K models at once.
 #
-# Three exact strategies (same maths as K calls of `fit`, up to float summation order):
+# Two exact strategies (same maths as K calls of `fit`, up to float summation order):
 #   "fused"      K plain CNNs/MLPs as ONE network: grouped convolutions (groups=K, the K models'
 #                channels side by side), batch-norm over the K*C channels (per-channel statistics
 #                are per model anyway), batched linear layers (one bmm). Each model sees its own
 #                batch: model k's images occupy channel block k of the input. The loss is the sum
 #                of the K per-model mean losses, so model k's gradient is its own loss's gradient,
 #                and Adam is elementwise, so one Adam over the fused tensors is K Adams.
-#   "vmap"       torch.func: stacked parameters and buffers, functional_call under vmap, Adam on
-#                the stacked leaves. Any architecture, batch-norm included (stacked buffers are
-#                updated in place per model); not spectral norm (its in-place power iteration is
-#                not batched by vmap: clear error).
 #   "sequential" a loop of `fit`.
 # "auto" picks "fused" whenever the architecture allows it (SmallCNN without spectral norm, MLP),
-# the fastest here (bench/train_many.py); otherwise "sequential" (`_AUTO_FALLBACK`): on CPU vmap
-# gained about 1.4x on 8-px digits but was about 2x slower than the loop on 32-px inputs.
+# the fastest here (bench/train_many.py); otherwise "sequential".
 # Where exactness can only be approximate: Adam divides by sqrt(v), so a parameter whose true
 # gradient is ~0 (a conv bias feeding batch-norm, a dead unit) turns float noise into ~lr steps;
 # such parameters differ between strategies while the rest agree to ~1e-6 relative.
 # ---------------------------------------------------------------------------------------------
 
-STRATEGIES = ("auto", "fused", "vmap", "sequential")
+STRATEGIES = ("auto", "fused", "sequential")
 _FLATTEN = "flatten"  # marker for the torch.flatten in SmallCNN.forward
 
 
@@ -202,18 +197,9 @@ def _plain_layers(model: nn.Module) -> list | None:
     return layers
 
 
-def _is_parametrized(model: nn.Module) -> bool:
-    from torch.nn.utils import parametrize
-
-    return any(parametrize.is_parametrized(m) for m in model.modules())
-
-
 def strategy_for(model: nn.Module) -> str:
     """The strategy ``fit_many(strategy="auto")`` uses for models like ``model``."""
-    return "fused" if _plain_layers(model) is not None else _AUTO_FALLBACK
-
-
-_AUTO_FALLBACK = "sequential"
+    return "fused" if _plain_layers(model) is not None else "sequential"
 
 
 class _FusedConv(nn.Conv2d):
@@ -375,57 +361,25 @@ def _largest_activation(model: nn.Module, batch_size: int, sample_shape: tuple) 
     return max(sizes)
 
 
-def _vmapped(models: list[nn.Module]):
-    """(forward, parameters, write_back) for K models of one architecture with torch.func."""
-    import copy
-
-    from torch.func import functional_call, stack_module_state
-
-    params, buffers = stack_module_state(models)
-    base = copy.deepcopy(models[0]).to("meta")
-
-    def one(p, b, x):
-        return functional_call(base, (p, b), (x,))
-
-    batched = torch.vmap(one, in_dims=(0, 0, 0))
-
-    def forward(x):
-        return batched(params, buffers, x)
-
-    @torch.no_grad()
-    def write_back():
-        for k, model in enumerate(models):
-            for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-                t.copy_((params if name in params else buffers)[name][k])
-
-    return forward, list(params.values()), write_back
-
-
-def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_decay, dev, progress,
-                    strategy) -> None:
-    """The "fused" / "vmap" training loop; same order, loss and optimiser as `fit` for each model."""
+def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_decay, dev, progress) -> None:
+    """The "fused" training loop; same order, loss and optimiser as `fit` for each model."""
     k = len(models)
     for m in models:
         m.to(dev).train()
-    if strategy == "fused":
-        fused = _FusedChunks(models, batch_size, tuple(_check_data(datasets[0])[0].shape[1:]))
-        fused = fused.to(dev).train()
-        forward, params, write_back = fused, list(fused.parameters()), fused.unfuse
-    else:
-        forward, params, write_back = _vmapped(models)
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    fused = _FusedChunks(models, batch_size, tuple(_check_data(datasets[0])[0].shape[1:])).to(dev).train()
+    opt = torch.optim.Adam(list(fused.parameters()), lr=lr, weight_decay=weight_decay)
     xs = [_check_data(d)[0] for d in datasets]
     ys = [_check_data(d)[1] for d in datasets]
     gens = [seeded_generator(s) for s in seeds]
     n = len(ys[0])
-    bar = _epoch_bar(epochs, progress, f"fit_many[{strategy}, K={k}]")
+    bar = _epoch_bar(epochs, progress, f"fit_many[fused, K={k}]")
     for _ in bar:
         total_loss, correct = 0.0, 0
         orders = [_batches(n, batch_size, g) for g in gens]
         for step in zip(*orders):
             xb = torch.stack([x[i] for x, i in zip(xs, step)]).to(dev)
             yb = torch.stack([y[i] for y, i in zip(ys, step)]).to(dev)
-            logits = forward(xb)  # (K, B, classes)
+            logits = fused(xb)  # (K, B, classes)
             # sum over models of each model's mean loss: model k's gradient is its own
             loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="sum") / yb.shape[1]
             opt.zero_grad(set_to_none=True)
@@ -435,7 +389,7 @@ def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_d
             correct += int((logits.detach().argmax(-1) == yb).sum())
         bar.set_postfix(loss=f"{total_loss / (n * k):.3f}", acc=f"{correct / (n * k):.3f}")
     bar.close()
-    write_back()
+    fused.unfuse()
 
 
 def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[int], epochs: int = 10,
@@ -449,11 +403,9 @@ def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[
     summation order (see the equivalence test). ``datasets`` must all have the same size.
 
     ``strategy``: ``"fused"`` (K plain SmallCNN/MLP as one network with grouped convolutions and
-    batched linear layers), ``"vmap"`` (torch.func; any architecture without parametrisations, so
-    not spectral norm), ``"sequential"`` (a loop of :func:`fit`), or ``"auto"``: "fused" when the
-    architecture allows it, else "sequential" (:func:`strategy_for` tells which).
-    bench/train_many.py measures the gain. ``weight_decay`` and ``strategy`` are additions to
-    the contract's signature (keyword-only, defaults keep its behaviour).
+    batched linear layers), ``"sequential"`` (a loop of :func:`fit`), or ``"auto"``: "fused" when
+    the architecture allows it, else "sequential" (:func:`strategy_for` tells which).
+    bench/train_many.py measures the gain.
     """
     epochs, lr, batch_size, weight_decay = _check_hyper(epochs, lr, batch_size, weight_decay)
     if strategy not in STRATEGIES:
@@ -464,10 +416,6 @@ def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[
         strategy = strategy_for(models[0])
     if strategy == "fused" and any(_plain_layers(m) is None for m in models):
         raise ValueError("strategy='fused' needs SmallCNN (without spectral norm) or MLP models; "
-                         "use strategy='vmap' or 'sequential'")
-    if strategy == "vmap" and any(_is_parametrized(m) for m in models):
-        raise ValueError("strategy='vmap' cannot train parametrised models (spectral norm's power "
-                         "iteration updates its buffers in place, which vmap does not batch); "
                          "use strategy='sequential'")
     dev = resolve_device(device)
     if strategy == "sequential":
@@ -478,5 +426,5 @@ def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[
         raise ValueError("model_fn must build models of one architecture (same parameter shapes) "
                          "for every seed")
     _train_together(models, datasets, seeds, epochs=epochs, lr=lr, batch_size=batch_size,
-                    weight_decay=weight_decay, dev=dev, progress=progress, strategy=strategy)
+                    weight_decay=weight_decay, dev=dev, progress=progress)
     return [m.eval() for m in models]

@@ -29,6 +29,15 @@ def check_fraction(name: str, value: float, *, closed_right: bool = True) -> flo
     return value
 
 
+def check_finite(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Raise a clear error when a floating tensor holds NaN or infinite values (they would rank,
+    sum and propagate silently)."""
+    if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); clean the input first")
+    return t
+
+
 def check_positive(name: str, value: float, *, integer: bool = False) -> float:
     """Raise a clear error unless ``value > 0`` (and a whole number when ``integer``)."""
     if integer and (isinstance(value, bool) or int(value) != value):

@@ -216,6 +216,16 @@ def curves(ax, xs, ys: Mapping[str, Sequence], *, err=None, xlabel, ylabel, titl
     return ax
 
 
+def log_ticks(ax, values, axis: str = "x"):
+    """A log scale on ``axis`` with plain tick labels at ``values`` (no minor labels)."""
+    from matplotlib.ticker import NullFormatter
+
+    getattr(ax, f"set_{axis}scale")("log")
+    getattr(ax, f"set_{axis}ticks")(list(values), [f"{v:g}" for v in values])
+    getattr(ax, f"{axis}axis").set_minor_formatter(NullFormatter())
+    return ax
+
+
 # --------------------------------------------------------------------------- whole figures
 def grid(images, maps: Mapping[str, torch.Tensor], *, signed=False, titles=None, figsize=None,
          reduce: str | None = None, row_labels: Sequence[str] | None = None, overlay_maps: bool = False,
@@ -314,3 +324,27 @@ def show_images(images, labels=None, ncols=8, *, masks=None, classes: Sequence[s
         if mask_arr is not None and mask_arr[k].max() > 0:
             ax.contour(mask_arr[k, 0], levels=[0.5], colors="cyan", linewidths=1.0)
     return fig
+
+
+# --------------------------------------------------------------------------- tables
+class MarkdownTable(str):
+    """A Markdown table as a string that notebooks render as a table (``_repr_markdown_``)."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence], fmt: str = "{:.3f}") -> MarkdownTable:
+    """A Markdown table: floats formatted with ``fmt``, everything else with ``str``. As a cell's
+    last expression (or with ``display``) it shows as a table; ``print`` gives the Markdown text."""
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return fmt.format(float(v))
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return MarkdownTable("\n".join(lines))

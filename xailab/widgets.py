@@ -22,13 +22,13 @@ import torch
 from matplotlib.figure import Figure
 
 from xailab import viz
-from xailab.utils import check_positive
+from xailab.attribution import STATS, TARGETS, attribute, ensemble
+from xailab.utils import check_positive, resolve_device
 
-ENSEMBLES = ("smoothgrad", "smoothgrad_sq", "vargrad")
+ENSEMBLES = STATS
 BASES = ("gradient", "input_x_gradient", "integrated_gradients", "guided_backprop")
 DEFAULT_METHODS = ("gradient", "input_x_gradient", "integrated_gradients", "guided_backprop",
                    *ENSEMBLES, "grad_cam", "guided_grad_cam", "fullgrad", "deeplift", "random", "sobel")
-TARGETS = ("label", "prediction")
 VIEWS = ("heatmap", "overlay")
 
 # The explorer's numeric options each method reads (every other option is left at its default).
@@ -115,9 +115,6 @@ def compute(state: ExplorerState, model, data, *, device="auto") -> dict[str, to
     so the reader sees what averaging (SmoothGrad), squaring (SmoothGrad²) and the variance
     (VarGrad) each do to the same gradients. Any other method returns its single map.
     """
-    from xailab.attribution import attribute, ensemble
-    from xailab.utils import resolve_device
-
     if state.index >= len(data):
         raise ValueError(f"index must be < {len(data)} (the number of samples), got {state.index}")
     dev = resolve_device(device)

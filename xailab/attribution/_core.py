@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from xailab.utils import as_targets, check_positive, preserved_state, require_eval
+from xailab.utils import as_targets, check_finite, check_positive, preserved_state, require_eval
 
 #: Default chunk size, in input elements per forward/backward pass: rows per chunk are
 #: ``max(1, DEFAULT_CHUNK_ELEMENTS // elements_per_row)``, i.e. 16 rows of a 224-px RGB image
@@ -31,7 +31,7 @@ def check_input(x: Tensor, what: str = "x") -> Tensor:
                          " (add a batch dimension with x[None] for a single sample)")
     if not x.is_floating_point():
         raise TypeError(f"{what} must be a floating-point tensor, got {x.dtype}")
-    return x
+    return check_finite(what, x)
 
 
 def check_image(x: Tensor, method: str) -> Tensor:

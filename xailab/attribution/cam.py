@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from xailab.attribution._core import (batch_rows, check_image, check_outputs, chunked, explaining,
                                       hooks_removed, targets_for)
 from xailab.attribution.gradients import guided_backprop
+from xailab.attribution.registry import register
 
 
 def find_layer(model: nn.Module, layer=None) -> nn.Module:
@@ -60,6 +61,7 @@ def _cam(model: nn.Module, layer: nn.Module, x: Tensor, t: Tensor, relu: bool) -
     return F.interpolate(cam.detach(), size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
+@register("grad_cam")
 def grad_cam(model: nn.Module, x: Tensor, target, *, layer=None, relu: bool = True,
              batch_size: int | None = None) -> Tensor:
     """Grad-CAM at ``layer`` (default: the last ``nn.Conv2d``'s output), ``(N, 1, H, W)``.
@@ -74,6 +76,7 @@ def grad_cam(model: nn.Module, x: Tensor, target, *, layer=None, relu: bool = Tr
         return chunked(lambda xc, tc: _cam(model, module, xc, tc, relu), x, t, rows)
 
 
+@register("guided_grad_cam")
 def guided_grad_cam(model: nn.Module, x: Tensor, target, *, layer=None,
                     batch_size: int | None = None) -> Tensor:
     """Guided Grad-CAM: guided backprop ``(N, C, H, W)`` times the upsampled Grad-CAM map,

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from xailab.attribution._core import batch_rows, check_input, check_outputs, explaining, targets_for
 from xailab.attribution.cam import find_layer
 from xailab.attribution.gradients import as_baseline
+from xailab.attribution.registry import register
 from xailab.utils import forked_rng
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
@@ -177,17 +178,20 @@ def _patches(x: Tensor, patch: int | None) -> Tensor:
     return ids.expand_as(x)
 
 
+@register("deeplift")
 def deeplift(model: nn.Module, x: Tensor, target, *, baseline=0.0, **options) -> Tensor:
     """DeepLIFT (Shrikumar et al. 2017, Rescale rule) via Captum; baseline default 0."""
     return _run(_resolve("DeepLift"), model, x, target, {}, {"baseline": baseline, **options})
 
 
+@register("lrp")
 def lrp(model: nn.Module, x: Tensor, target, **options) -> Tensor:
     """Layer-wise relevance propagation (Bach et al. 2015) via Captum's LRP (its default rules:
     epsilon rule for Conv/Linear). The model must consist of layers Captum has rules for."""
     return _run(_resolve("LRP"), model, x, target, {}, options)
 
 
+@register("occlusion")
 def occlusion(model: nn.Module, x: Tensor, target, *, window: int | None = None, stride: int | None = None,
               baseline=0.0, batch_size: int | None = None, **options) -> Tensor:
     """Occlusion (Zeiler & Fergus 2014): score drop when a ``window``-px square (all channels) is
@@ -204,6 +208,7 @@ def occlusion(model: nn.Module, x: Tensor, target, *, window: int | None = None,
                  "batch_size": batch_size, **options})
 
 
+@register("lime")
 def lime(model: nn.Module, x: Tensor, target, *, patch: int | None = None, n_samples: int = 256,
          batch_size: int | None = None, seed: int = 0, interpretable_model=None, **options) -> Tensor:
     """LIME (Ribeiro et al. 2016) via Captum over square-patch features (``patch`` px, default
@@ -218,6 +223,7 @@ def lime(model: nn.Module, x: Tensor, target, *, patch: int | None = None, n_sam
                 {"n_samples": n_samples, "batch_size": batch_size, "seed": seed, **options})
 
 
+@register("kernel_shap")
 def kernel_shap(model: nn.Module, x: Tensor, target, *, patch: int | None = None, n_samples: int = 256,
                 batch_size: int | None = None, seed: int = 0, **options) -> Tensor:
     """Kernel SHAP (Lundberg & Lee 2017) via Captum over square-patch features (as ``lime``)."""
@@ -226,6 +232,7 @@ def kernel_shap(model: nn.Module, x: Tensor, target, *, patch: int | None = None
                 {"n_samples": n_samples, "batch_size": batch_size, "seed": seed, **options})
 
 
+@register("gradient_shap")
 def gradient_shap(model: nn.Module, x: Tensor, target, *, baseline=None, n_samples: int = 16,
                   sigma: float = 0.0, seed: int = 0, **options) -> Tensor:
     """Gradient SHAP (expected gradients with noise) via Captum. ``baseline``: a tensor of

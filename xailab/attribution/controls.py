@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xailab.attribution._core import check_image, check_input, targets_for
+from xailab.attribution.registry import register
 from xailab.utils import seeded_generator
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
+@register("random")
 def random(model: nn.Module, x: Tensor, target, *, seed: int = 0, batch_size=None) -> Tensor:
     """Uniform noise in [0, 1) shaped like ``x``, from a generator seeded with ``seed``."""
     check_input(x)
@@ -23,6 +25,7 @@ def random(model: nn.Module, x: Tensor, target, *, seed: int = 0, batch_size=Non
     return torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device)
 
 
+@register("sobel")
 def sobel(model: nn.Module, x: Tensor, target, *, batch_size=None) -> Tensor:
     """Sobel edge magnitude ``sqrt(gx² + gy²)`` of the grayscale image (channel mean; borders
     replicated), broadcast over the channels so the result is shaped like ``x``."""

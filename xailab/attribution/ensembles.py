@@ -21,14 +21,22 @@ import torch
 from torch import Tensor, nn
 
 from xailab.attribution._core import batch_rows, check_input, targets_for
+from xailab.attribution.registry import get_method, register
 from xailab.utils import check_positive, seeded_generator
 
 STATS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
-def _noisy_rows(x: Tensor, scale: Tensor, n_samples: int, seed: int, noise: Tensor | None,
-                ) -> Iterator[Tensor]:
-    """Yield one ``(N, ...)`` block of noisy inputs per noise sample, in order."""
+def noise_scale(x: Tensor, sigma: float) -> Tensor:
+    """Per-sample noise std ``sigma * (max x_i - min x_i)``, shaped to broadcast over ``x``."""
+    flat = x.flatten(1)
+    return sigma * (flat.amax(1) - flat.amin(1)).view((-1,) + (1,) * (x.ndim - 1))
+
+
+def noisy_copies(x: Tensor, scale: Tensor, n_samples: int, seed: int, noise: Tensor | None = None,
+                 ) -> Iterator[Tensor]:
+    """Yield one ``(N, ...)`` block of noisy inputs per noise sample, in order: ``x + scale * eps``
+    with ``eps`` standard normal from a generator seeded with ``seed`` (or ``noise[s]``)."""
     g = seeded_generator(seed) if noise is None else None
     for s in range(n_samples):
         if noise is None:
@@ -54,8 +62,6 @@ def _chunks(blocks: Iterator[Tensor], rows: int) -> Iterator[Tensor]:
 
 
 def _base_method(base):
-    from xailab.attribution import get_method  # the registry imports this module
-
     if callable(base):
         return base
     if base in STATS:
@@ -91,13 +97,12 @@ def ensemble(model: nn.Module, x: Tensor, target, base="gradient", stats=STATS, 
         base_options = {**base_options, "batch_size": rows}
 
     x = x.detach()
-    flat = x.flatten(1)
-    scale = sigma * (flat.amax(1) - flat.amin(1)).view((-1,) + (1,) * (x.ndim - 1))
+    scale = noise_scale(x, sigma)
     # Sums around a per-input shift (its first sample's attribution) keep the variance accurate
     # when it is small next to the mean, and exactly 0 when every sample agrees.
     shift = sum_d = sum_d2 = sum_a2 = None
     start = 0
-    for chunk in _chunks(_noisy_rows(x, scale, n_samples, seed, noise), rows):
+    for chunk in _chunks(noisy_copies(x, scale, n_samples, seed, noise), rows):
         idx = torch.arange(start, start + chunk.shape[0], device=x.device)
         i = idx % n
         a = method(model, chunk, t[i], **base_options).detach()
@@ -126,6 +131,7 @@ def ensemble(model: nn.Module, x: Tensor, target, base="gradient", stats=STATS, 
     return out
 
 
+@register("smoothgrad")
 def smoothgrad(model: nn.Module, x: Tensor, target, *, base="gradient", sigma: float = 0.15,
                n_samples: int = 15, batch_size: int | None = None, seed: int = 0, **options) -> Tensor:
     """SmoothGrad: mean of ``base`` over noisy copies of ``x`` (see :func:`ensemble`)."""
@@ -133,6 +139,7 @@ def smoothgrad(model: nn.Module, x: Tensor, target, *, base="gradient", sigma: f
                     batch_size=batch_size, seed=seed, **options)["smoothgrad"]
 
 
+@register("smoothgrad_sq")
 def smoothgrad_sq(model: nn.Module, x: Tensor, target, *, base="gradient", sigma: float = 0.15,
                   n_samples: int = 15, batch_size: int | None = None, seed: int = 0, **options) -> Tensor:
     """SmoothGrad²: mean of the squared ``base`` attributions over noisy copies of ``x``."""
@@ -140,6 +147,7 @@ def smoothgrad_sq(model: nn.Module, x: Tensor, target, *, base="gradient", sigma
                     batch_size=batch_size, seed=seed, **options)["smoothgrad_sq"]
 
 
+@register("vargrad")
 def vargrad(model: nn.Module, x: Tensor, target, *, base="gradient", sigma: float = 0.15,
             n_samples: int = 15, batch_size: int | None = None, seed: int = 0, **options) -> Tensor:
     """VarGrad: variance of ``base`` over noisy copies of ``x``."""

@@ -14,11 +14,13 @@ from torch import Tensor, nn
 
 from xailab.attribution._core import (batch_rows, check_input, chunked, check_outputs, explaining,
                                       hooks_removed, score_gradient, targets_for)
+from xailab.attribution.registry import register
 from xailab.utils import check_positive
 
 RULES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
 
+@register("gradient")
 def gradient(model: nn.Module, x: Tensor, target, *, batch_size: int | None = None) -> Tensor:
     """Vanilla gradient (Simonyan et al. 2014): ``∂f_target(x)/∂x``, signed."""
     check_input(x)
@@ -28,6 +30,7 @@ def gradient(model: nn.Module, x: Tensor, target, *, batch_size: int | None = No
         return chunked(lambda xc, tc: score_gradient(model, xc, tc), x, t, rows)
 
 
+@register("input_x_gradient")
 def input_x_gradient(model: nn.Module, x: Tensor, target, *, batch_size: int | None = None) -> Tensor:
     """Input × gradient (Shrikumar et al. 2016): ``x ⊙ ∂f_target(x)/∂x``."""
     return x.detach() * gradient(model, x, target, batch_size=batch_size)
@@ -73,6 +76,7 @@ def as_baseline(baseline, x: Tensor) -> Tensor:
                          f"got shape {tuple(b.shape)}") from None
 
 
+@register("integrated_gradients")
 def integrated_gradients(model: nn.Module, x: Tensor, target, *, baseline=0.0, steps: int = 64,
                          rule: str = "gausslegendre", batch_size: int | None = None) -> Tensor:
     """Integrated gradients (Sundararajan et al. 2017).
@@ -148,6 +152,7 @@ def guided_relus(model: nn.Module) -> Iterator[None]:
         yield
 
 
+@register("guided_backprop")
 def guided_backprop(model: nn.Module, x: Tensor, target, *, batch_size: int | None = None) -> Tensor:
     """Guided backpropagation (Springenberg et al. 2015): the gradient where every ReLU passes
     back only positive gradients. Needs ``nn.ReLU`` modules (see :func:`guided_relus`)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from xailab.spade.solvers import check_sparsity
+from xailab.papers.spade.solvers import check_sparsity
 
 SCHEDULES = ("constant", "linear")
 

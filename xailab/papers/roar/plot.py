@@ -9,8 +9,8 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from xailab.roar.estimators import CONTROLS
-from xailab.roar.result import RoarResult
+from xailab.papers.roar.estimators import CONTROLS
+from xailab.papers.roar.result import RoarResult
 
 _TITLES = {"roar": "ROAR: remove top, retrain", "keep": "KAR: keep top, retrain",
            "no_retrain": "no retraining (original model)"}

@@ -4,7 +4,7 @@
 
 Each notebook is executed with papermill (kernel ``xailab``, parameters injected into its
 ``parameters`` cell), then written to ``OUT/NAME.ipynb`` with an HTML rendering ``OUT/NAME.html``.
-Every claim a notebook checks with :func:`xailab.claims.check` is collected into
+Every claim a notebook checks with :func:`xailab.workbook.claims.check` is collected into
 ``OUT/claims.md`` and ``OUT/claims.json``; ``OUT/index.html`` links everything with each
 notebook's key figure. A failing notebook is reported with its cell and error, the others still
 run, and the exit status is 1.
@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import argparse
 import ast
-import base64
-import html
 import json
 import os
-import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from xailab.workbook.claims import LOG_ENV, NOTEBOOK_ENV
+from xailab.workbook.files import clean_partials, partial, write_atomic
+from xailab.workbook.report import write_report
+
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
-PARTIAL = ".partial"  # infix of every file still being written: NAME.partial.ipynb
-KEY_FIGURE_TAG = "key-figure"
 
 
 @dataclass
@@ -41,27 +41,6 @@ class Outcome:
     seconds: float
     error: str = ""
     claims: list[dict] = field(default_factory=list)
-
-
-# ----------------------------------------------------------------------------- files
-def partial(path: Path) -> Path:
-    """The temporary sibling ``path`` is written to before it is renamed into place."""
-    return path.with_name(path.stem + PARTIAL + path.suffix)
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and an atomic rename."""
-    tmp = partial(path)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def clean_partials(out: Path) -> None:
-    """Remove leftovers of an interrupted run."""
-    for leftover in out.glob(f"*{PARTIAL}.*"):
-        leftover.unlink()
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -109,21 +88,26 @@ def read_claims(log: Path) -> list[dict]:
 def run_notebook(path: Path, out: Path, parameters: dict, kernel: str) -> Outcome:
     """Execute one notebook with papermill and render it; never raises for a notebook error."""
     import papermill
+    from traitlets.config import Config
 
     name = path.stem
     log = partial(out / f"{name}.claims.jsonl")
     log.unlink(missing_ok=True)
     executed = partial(out / f"{name}.ipynb")
-    env = {"XAILAB_CLAIMS": str(log), "XAILAB_NOTEBOOK": name}
+    env = {LOG_ENV: str(log), NOTEBOOK_ENV: name}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     start = time.perf_counter()
     error = ""
     try:
-        papermill.execute_notebook(
-            str(path), str(executed), parameters=parameters, kernel_name=kernel,
-            cwd=str(path.parent), progress_bar=False, log_output=False,
-        )
+        # IPC sockets in a private folder: the kernel then has no TCP port to warn about, and
+        # nothing is left in the notebooks' folder
+        with tempfile.TemporaryDirectory(prefix="xailab-kernel-") as sockets:
+            config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
+            papermill.execute_notebook(
+                str(path), str(executed), parameters=parameters, kernel_name=kernel,
+                cwd=str(path.parent), progress_bar=False, log_output=False, config=config,
+            )
     except Exception as exc:  # papermill wraps the cell error; the notebook is still written
         error = describe_failure(exc)
     finally:
@@ -146,92 +130,6 @@ def render_html(notebook: Path, target: Path) -> None:
 
     body, _ = HTMLExporter().from_filename(str(notebook))
     write_atomic(target, body)
-
-
-# ----------------------------------------------------------------------------- report
-def key_figure(notebook: Path) -> str | None:
-    """The PNG (base64) of the cell tagged ``key-figure``, else of the last figure in the notebook."""
-    if not notebook.exists():
-        return None
-    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    figures, tagged = [], None
-    for cell in cells:
-        for output in cell.get("outputs", []):
-            png = output.get("data", {}).get("image/png")
-            if png:
-                figures.append(png)
-                if KEY_FIGURE_TAG in cell.get("metadata", {}).get("tags", []) and tagged is None:
-                    tagged = png
-    chosen = tagged or (figures[-1] if figures else None)
-    return "".join(chosen) if isinstance(chosen, list) else chosen
-
-
-def claims_markdown(outcomes: list[Outcome], quick: bool) -> str:
-    lines = [
-        "# What reproduces",
-        "",
-        f"Mode: {'quick (CI-sized)' if quick else 'default'}. Regenerate with `make workbook`"
-        f"{' QUICK=1' if quick else ''}.",
-        "",
-        "| paper | claim | measured | verdict | notebook |",
-        "|---|---|---|---|---|",
-    ]
-    for o in outcomes:
-        for c in o.claims:
-            cells = [c["paper"], c["claim"], c["value"], c["verdict"], o.name]
-            lines.append("| " + " | ".join(s.replace("|", "\\|") for s in cells) + " |")
-        if not o.ok:
-            lines.append(f"| — | notebook did not finish | {o.error.replace('|', '/')} | FAILED | {o.name} |")
-    return "\n".join(lines) + "\n"
-
-
-def index_html(outcomes: list[Outcome], out: Path, quick: bool) -> str:
-    esc = html.escape
-    rows = []
-    for o in outcomes:
-        for c in o.claims:
-            css = "ok" if c["holds"] else ("honest" if "explained" in c["verdict"] else "bad")
-            rows.append(f"<tr class='{css}'><td>{esc(c['paper'])}</td><td>{esc(c['claim'])}</td>"
-                        f"<td>{esc(c['value'])}</td><td>{esc(c['verdict'])}</td>"
-                        f"<td><a href='{esc(o.name)}.html'>{esc(o.name)}</a></td></tr>")
-    cards = []
-    for o in outcomes:
-        png = key_figure(out / f"{o.name}.ipynb")
-        img = f"<img src='data:image/png;base64,{png}' alt='key figure of {esc(o.name)}'>" if png else ""
-        status = f"{o.seconds:.0f} s" if o.ok else f"failed: {esc(o.error)}"
-        cards.append(f"<div class='card'><h3><a href='{esc(o.name)}.html'>{esc(o.name)}</a></h3>"
-                     f"<p>{status}</p>{img}</div>")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>xailab workbook</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 0.9rem; }}
-td, th {{ border-bottom: 1px solid #ddd; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top; }}
-tr.ok td:nth-child(4) {{ color: #1a7f37; }} tr.honest td:nth-child(4) {{ color: #9a6700; }}
-tr.bad td:nth-child(4) {{ color: #cf222e; font-weight: bold; }}
-.cards {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 1rem; }}
-.card {{ border: 1px solid #ddd; border-radius: 8px; padding: 0.5rem 1rem; }}
-.card img {{ max-width: 100%; }}
-</style></head><body>
-<h1>xailab — what reproduces</h1>
-<p>Mode: {'quick (CI-sized)' if quick else 'default'}. Each row is a claim a notebook checked on data it
-generated; "not reproduced (explained)" means the notebook shows the numbers and says why at this scale.</p>
-<table><tr><th>paper</th><th>claim</th><th>measured</th><th>verdict</th><th>notebook</th></tr>
-{''.join(rows)}
-</table>
-<h2>Notebooks</h2>
-<div class="cards">{''.join(cards)}</div>
-</body></html>
-"""
-
-
-def write_report(outcomes: list[Outcome], out: Path, quick: bool, parameters: dict) -> None:
-    claims = [dict(c, notebook=o.name) for o in outcomes for c in o.claims]
-    write_atomic(out / "claims.json", json.dumps(claims, indent=1) + "\n")
-    write_atomic(out / "claims.md", claims_markdown(outcomes, quick))
-    write_atomic(out / "index.html", index_html(outcomes, out, quick))
-    manifest = {"quick": quick, "parameters": parameters, "notebooks": [asdict(o) for o in outcomes]}
-    write_atomic(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -280,7 +178,3 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print("failed notebooks:", ", ".join(failed))
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

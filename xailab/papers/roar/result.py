@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -71,6 +73,12 @@ class RoarResult:
             raise KeyError(f"no records for estimator={estimator!r}, variant={variant!r}, fraction={fraction!r}; "
                            f"estimators: {self.estimators}, fractions: {self.fractions}")
         return sum(accs) / len(accs)
+
+    def mean_accuracy(self, estimator: str, fractions=None, variant: str = "roar") -> float:
+        """Mean over ``fractions`` (default: every fraction above 0) of :meth:`accuracy`: one number
+        per estimator, lower when removing its top features hurts more."""
+        fractions = [f for f in self.fractions if f > 0] if fractions is None else list(fractions)
+        return float(np.mean([self.accuracy(estimator, f, variant) for f in fractions]))
 
     def curve(self, estimator: str, variant: str = "roar") -> tuple[list[float], list[list[float]]]:
         """``(fractions, runs)``: ``runs[k]`` = accuracies of run k at each fraction (seeds as runs)."""

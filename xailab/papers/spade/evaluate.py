@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from xailab.spade.trace import overlap, trace_batch
+from xailab.attribution import method_maps
+from xailab.metrics import insertion_deletion, pointing_game, saliency_auc
+from xailab.papers.spade.trace import overlap, trace_batch
 from xailab.utils import progress as _progress
 
 #: the ten methods of the SPADE tables, in their order, with options sized for 32-px images
@@ -111,19 +113,14 @@ def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, targe
 
 
 def pixel_maps(model: nn.Module, x: torch.Tensor, target, method: str, **options) -> torch.Tensor:
-    """``(N, 1, H, W)`` abs-sum pixel relevance of ``method`` (CAM-style maps included)."""
-    from xailab import attribute
-    from xailab.attribution import reduce_channels
-
-    return reduce_channels(attribute(model, x, target, method=method, **options).detach(), "abs-sum")
+    """``(N, 1, H, W)`` abs-sum pixel relevance of ``method`` (CAM-style maps included), on x's device."""
+    return method_maps(model, x, target, {method: (method, options)}, reduce="abs-sum")[method].to(x.device)
 
 
 def score_maps(model: nn.Module, x, maps, mask, target, *, steps: int = 16) -> dict[str, torch.Tensor]:
     """Per-sample saliency AUC and pointing game vs ``mask``; insertion / deletion AUC on ``model``."""
-    from xailab.metrics import insertion_deletion, pointing_game, saliency_auc
-
-    ins = insertion_deletion(model, x, maps, target, steps=steps, mode="insertion")[1]
-    dele = insertion_deletion(model, x, maps, target, steps=steps, mode="deletion")[1]
+    ins = insertion_deletion(model, x, target, maps, steps=steps, mode="insertion")[1]
+    dele = insertion_deletion(model, x, target, maps, steps=steps, mode="deletion")[1]
     return {"auc": saliency_auc(maps, mask), "pointing": pointing_game(maps, mask).float(),
             "insertion": ins, "deletion": dele}
 
@@ -153,7 +150,7 @@ def trace_rows(model, x, mask, target, methods: dict, *, variant: str, sparsity,
         xb = x[b0:b0 + batch]
         traces = trace_batch(model, xb, sparsity, schedule=schedule, solver=solver, n_views=n_views,
                              seed=seed, device=device, progress=False, **trace_options)
-        for j, t in enumerate(traces):
+        for j, (t, report) in enumerate(traces):
             i = b0 + j
             for method, opts in methods.items():
                 t0 = time.perf_counter()
@@ -162,10 +159,10 @@ def trace_rows(model, x, mask, target, methods: dict, *, variant: str, sparsity,
                 scores = score_maps(model, x[i:i + 1], maps, mask[i:i + 1], target, steps=steps)
                 rows.append({"sample": i, "method": method, "variant": variant, "map_s": sec,
                              "map": maps[0, 0],
-                             "trace_s": t.spade_report.seconds_per_image,
+                             "trace_s": report.seconds_per_image,
                              **{k: float(v[0]) for k, v in scores.items()}})
             if keep_traces:
-                kept.append(t)
+                kept.append(traces[j])
     return rows, kept
 
 
@@ -185,19 +182,9 @@ def overlap_by_similarity(traces, labels, designs) -> dict[str, dict[str, float]
     for i, j in itertools.combinations(range(len(traces)), 2):
         key = "similar" if (labels[i] == labels[j] and designs[i] == designs[j]) else "other"
         counts[key] += 1
-        for layer, v in overlap(traces[i], traces[j]).items():
+        for layer, v in overlap(traces[i].model, traces[j].model).items():
             sums[key][layer] = sums[key].get(layer, 0.0) + v
     return {k: {layer: v / counts[k] for layer, v in sums[k].items()} for k in sums if counts[k]}
-
-
-def markdown_table(header: list[str], rows: list[list], fmt: str = "{:.3f}") -> str:
-    """A Markdown table (numbers formatted with ``fmt``), for ``IPython.display.Markdown``."""
-    def cell(v):
-        return fmt.format(v) if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def calibrate(rows: list[dict], metric: str = "auc") -> tuple[dict, float]:

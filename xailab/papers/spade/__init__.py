@@ -5,12 +5,12 @@ Public API: :func:`trace`, :func:`trace_batch`, :func:`explain`, :func:`overlap`
 (:func:`prune_fast`, :func:`prune_obc`, :func:`prune_magnitude`, :func:`reconstruction_error`,
 :func:`hessian`), :func:`augment` and :func:`layer_sparsities`.
 """
-from xailab.spade.augment import augment
-from xailab.spade.schedule import layer_sparsities
-from xailab.spade.solvers import (hessian, prune, prune_fast, prune_magnitude, prune_obc,
+from xailab.papers.spade.augment import augment
+from xailab.papers.spade.schedule import layer_sparsities
+from xailab.papers.spade.solvers import (hessian, prune, prune_fast, prune_magnitude, prune_obc,
                                   reconstruction_error)
-from xailab.spade.trace import TraceReport, explain, kept_masks, overlap, trace, trace_batch
+from xailab.papers.spade.trace import Trace, TraceReport, explain, kept_masks, overlap, trace, trace_batch
 
 __all__ = ["augment", "layer_sparsities", "hessian", "prune", "prune_fast", "prune_magnitude",
-           "prune_obc", "reconstruction_error", "TraceReport", "explain", "kept_masks", "overlap",
+           "prune_obc", "reconstruction_error", "Trace", "TraceReport", "explain", "kept_masks", "overlap",
            "trace", "trace_batch"]

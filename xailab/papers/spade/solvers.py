@@ -20,7 +20,7 @@ except the last ``shared`` leading dimensions, which share one pruning budget (t
 convolution: a depthwise layer has 9 weights per group, and rounding per group would miss the
 layer's target; OBS losses are in the same units across groups, so one ranking serves them all).
 They compute in the dtype of ``H`` (the caller chooses: float64 is the default of
-:func:`xailab.spade.trace` because Cholesky factors of nearly singular Hessians lose digits in
+:func:`xailab.papers.spade.trace` because Cholesky factors of nearly singular Hessians lose digits in
 float32) on the device of ``H``.
 
 Counting rule, shared by every solver so that they are compared at equal sparsity: a layer at

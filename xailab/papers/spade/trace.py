@@ -13,16 +13,17 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from xailab.spade.augment import as_single_image, augment
-from xailab.spade.capture import (PRUNABLE, capture_input, check_supported, execution_order,
+from xailab.papers.spade.augment import as_single_image, augment
+from xailab.papers.spade.capture import (PRUNABLE, capture_input, check_supported, execution_order,
                                   layer_hessian, swap_in, weight_matrix)
-from xailab.spade.schedule import layer_sparsities
-from xailab.spade.solvers import SOLVERS, prune, reconstruction_error
-from xailab.utils import check_positive, progress as _progress, resolve_device
+from xailab.papers.spade.schedule import layer_sparsities
+from xailab.papers.spade.solvers import SOLVERS, prune, reconstruction_error
+from xailab.utils import check_finite, check_positive, progress as _progress, resolve_device
 
 
 @dataclass
@@ -40,7 +41,7 @@ class LayerReport:
 
 @dataclass
 class TraceReport:
-    """Per-layer record of a trace, attached to the returned model as ``.spade_report``."""
+    """Per-layer record of a trace (returned next to the pruned model in a :class:`Trace`)."""
     solver: str
     n_views: int
     seed: int
@@ -64,15 +65,22 @@ class TraceReport:
         return [asdict(r) for r in self.layers]
 
 
+class Trace(NamedTuple):
+    """A SPADE trace: the pruned copy of the network (eval mode) and what happened to each layer.
+    Unpacks as ``model, report = trace(...)``."""
+    model: nn.Module
+    report: TraceReport
+
+
 def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: str = "constant",
                 solver: str = "fast", n_views: int = 64, seed: int = 0, device="auto",
                 dtype: torch.dtype = torch.float64, damp: float = 0.01, blocksize: int = 32,
                 dense_first: bool = True, obc_max_cols: int | None = 600,
-                augment_options: dict | None = None, progress: bool = True) -> list[nn.Module]:
+                augment_options: dict | None = None, progress: bool = True) -> list[Trace]:
     """One SPADE trace per image of ``xs (N, C, H, W)``, built together in one pass per layer.
 
-    Returns ``N`` pruned deep copies of ``model`` in eval mode on ``device``, each with a
-    :class:`TraceReport` as ``.spade_report``. ``model`` itself is never modified. Arguments as in
+    Returns ``N`` :class:`Trace` s: pruned deep copies of ``model`` in eval mode on ``device``,
+    each with its :class:`TraceReport`. ``model`` itself is never modified. Arguments as in
     :func:`trace`; every image gets the same ``n_views`` random transforms, so its trace equals
     the one :func:`trace` builds for it alone. With ``solver="obc"``, layers with more than
     ``obc_max_cols`` inputs per row (e.g. a 1024-input linear layer: ~10¹¹ flops exact) fall back
@@ -83,6 +91,7 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
     if not isinstance(xs, torch.Tensor) or xs.ndim != 4 or xs.shape[0] < 1:
         raise ValueError(f"xs must be a batch of images (N, C, H, W), got "
                          f"{getattr(xs, 'shape', type(xs).__name__)}")
+    check_finite("xs", xs)
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     n_views = int(check_positive("n_views", n_views, integer=True))
@@ -143,26 +152,26 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
         for name in names:
             target = t.get_submodule(name)
             target.weight.data.copy_(wrappers[name].weight[b].to(target.weight.dtype))
-        t.spade_report = reports[b]
-        traces.append(t)
+        traces.append(Trace(t, reports[b]))
     return traces
 
 
 def trace(model: nn.Module, x: torch.Tensor, sparsity=0.7, *, schedule: str = "constant",
           solver: str = "fast", n_views: int = 64, seed: int = 0, device="auto",
-          progress: bool = True, **options) -> nn.Module:
+          progress: bool = True, **options) -> Trace:
     """A SPADE trace of ``model`` for the single image ``x`` ``(C, H, W)`` or ``(1, C, H, W)``.
 
     ``sparsity``: a fraction in [0, 1) (constant, or the maximum of ``schedule="linear"``) or a
     mapping ``layer name -> sparsity``; the first convolution stays dense unless
-    ``dense_first=False`` (see :mod:`xailab.spade.schedule`). ``solver``: ``"fast"`` (SparseGPT),
+    ``dense_first=False`` (see :mod:`xailab.papers.spade.schedule`). ``solver``: ``"fast"`` (SparseGPT),
     ``"obc"`` (exact, slow on wide layers) or ``"magnitude"`` (baseline). ``n_views`` augmented
     views (seeded) are the data each layer is fitted on. Further options: ``dtype`` (solver
     precision, float64 default), ``damp`` (Hessian damping as a fraction of its mean diagonal,
     0.01), ``blocksize`` (fast solver), ``dense_first``, ``obc_max_cols``, ``augment_options``.
 
-    Returns a pruned deep copy in eval mode on ``device`` with ``.spade_report`` (per-layer
-    target/achieved sparsity, relative reconstruction error, seconds); ``model`` is untouched.
+    Returns a :class:`Trace`: a pruned deep copy in eval mode on ``device`` and its report
+    (per-layer target/achieved sparsity, relative reconstruction error, seconds); ``model`` is
+    untouched.
     """
     x = as_single_image(x)
     return trace_batch(model, x, sparsity, schedule=schedule, solver=solver, n_views=n_views,
@@ -183,7 +192,7 @@ def explain(model: nn.Module, x: torch.Tensor, target, method: str = "gradient",
 
     x1 = as_single_image(x)
     t = trace(model, x1, sparsity, schedule=schedule, solver=solver, n_views=n_views, seed=seed,
-              device=device, progress=progress, **(trace_options or {}))
+              device=device, progress=progress, **(trace_options or {})).model
     return attribute(t, x1.to(next(t.parameters()).device), target, method=method, **options)
 
 

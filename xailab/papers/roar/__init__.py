@@ -1,0 +1,21 @@
+"""ROAR (RemOve And Retrain, Hooker et al. 2019) and KAR (Keep And Retrain) at laptop scale.
+
+- :func:`roar`: the sweep - relevance of every train and test image per estimator (optionally
+  cached), modified datasets, models retrained from scratch, accuracies in a tidy :class:`RoarResult`.
+- :data:`PAPER_ESTIMATORS` (the paper's 18) and :data:`CONTROLS` (random, sobel).
+- :func:`plot`, :func:`plot_variants`, :func:`plot_families`: accuracy against fraction removed.
+- :func:`mask_only_accuracy`: how much the removal pattern alone tells about the label.
+- The data modification itself is :mod:`xailab.removal` (``remove``, ``keep``, the fills), shared
+  with the other removal-based metrics; it is re-exported here for convenience.
+"""
+from xailab.papers.roar.estimators import BASES, CONTROLS, PAPER_ESTIMATORS, relevance_maps
+from xailab.papers.roar.leakage import mask_only_accuracy, removal_masks
+from xailab.papers.roar.plot import plot, plot_families, plot_variants
+from xailab.papers.roar.result import VARIANTS, RoarResult
+from xailab.papers.roar.sweep import ModelFactory, process_pool, roar, run_cell
+from xailab.removal import keep, remove, removal_mask
+
+__all__ = ["BASES", "CONTROLS", "PAPER_ESTIMATORS", "VARIANTS", "ModelFactory", "RoarResult", "keep",
+           "mask_only_accuracy", "plot", "removal_masks",
+           "plot_families", "plot_variants", "process_pool", "relevance_maps", "removal_mask", "remove", "roar",
+           "run_cell"]

@@ -1,0 +1,247 @@
+"""The remove-and-retrain sweep, in phases: check the request, train the explained model, rank the
+features once per estimator, build the cells, run them, assemble a :class:`RoarResult`.
+
+One *cell* of the sweep is (estimator, variant, fraction): it builds the modified train and test
+sets and trains ``len(seeds)`` fresh models on them at once with :func:`xailab.train.fit_many`.
+Cells do not depend on each other, so they can run on any ``concurrent.futures.Executor``
+(a local process pool, Dask's ``client.get_executor()``, submitit's ``AutoExecutor`` for SLURM).
+The fraction-0 cell is the same for every estimator and variant (nothing removed) and runs once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from xailab.attribution import REDUCTIONS, method_table
+from xailab.papers.roar.estimators import relevance_maps
+from xailab.papers.roar.result import VARIANTS, RoarResult
+from xailab.removal import RANK_BY, dataset_mean, replace_features
+from xailab.utils import check_fraction, check_positive, progress as progress_bar, resolve_device
+
+__all__ = ["roar", "ModelFactory", "process_pool", "run_cell"]
+
+
+class ModelFactory:
+    """``model_fn`` for :func:`roar` that pickles (for process pools and clusters):
+    ``ModelFactory("cnn", in_channels=3, num_classes=4)(seed)`` = ``make_model("cnn", seed=seed, ...)``."""
+
+    def __init__(self, name: str, **kw):
+        self.name, self.kw = name, kw
+
+    def __call__(self, seed: int) -> nn.Module:
+        from xailab.models import make_model
+
+        return make_model(self.name, seed=seed, **self.kw)
+
+    def __repr__(self) -> str:
+        args = ", ".join([repr(self.name)] + [f"{k}={v!r}" for k, v in self.kw.items()])
+        return f"ModelFactory({args})"
+
+
+def process_pool(workers: int = 2):
+    """A local ``ProcessPoolExecutor`` for :func:`roar`: ``workers`` processes, one torch thread each.
+
+    Forked where the platform allows it (fast start; one thread per worker keeps OpenMP fork-safe),
+    spawned elsewhere.  Use it as a context manager: ``with process_pool(2) as ex: roar(..., executor=ex)``.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = int(check_positive("workers", workers, integer=True))
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                               initializer=torch.set_num_threads, initargs=(1,))
+
+
+# --------------------------------------------------------------------------- one cell
+def _strip(data):
+    """The data without its ground-truth mask (lighter to ship to workers; not used by training)."""
+    if dataclasses.is_dataclass(data) and getattr(data, "mask", None) is not None:
+        return dataclasses.replace(data, mask=None)
+    return data
+
+
+def modified(data, relevance: Tensor | None, fraction: float, *, top: bool, fill, rank_by: str, reduce: str):
+    """``data`` with the top (``top``) or bottom ``fraction`` of each sample's features removed."""
+    if relevance is None or fraction == 0:
+        return data
+    x = replace_features(data.x, relevance, fraction, top=top, rank_by=rank_by, reduce=reduce, fill=fill)
+    return dataclasses.replace(data, x=x)
+
+
+def run_cell(task: dict) -> list[float]:
+    """Train ``len(seeds)`` fresh models on one modified train set; test accuracy of each.
+
+    A plain top-level function of one picklable dict, so any executor can run it.
+    """
+    from xailab.train import evaluate, fit_many
+
+    how = dict(top=task["top"], fill=task["fill"], rank_by=task["rank_by"], reduce=task["reduce"])
+    train = modified(task["train"], task["rel_train"], task["fraction"], **how)
+    test = modified(task["test"], task["rel_test"], task["fraction"], **how)
+    models = fit_many(task["model_fn"], train, seeds=task["seeds"], epochs=task["epochs"], lr=task["lr"],
+                      batch_size=task["batch_size"], device=task["device"], progress=False)
+    return [evaluate(m, test, device=task["device"]) for m in models]
+
+
+# --------------------------------------------------------------------------- phases
+def _split_estimators(estimators) -> tuple[dict, dict[str, tuple[Tensor, Tensor]], list[str]]:
+    """``(method table entries, precomputed {label: (train_relevance, test_relevance)}, labels in order)``."""
+    if isinstance(estimators, str):
+        estimators = [estimators]
+    items = dict(estimators) if isinstance(estimators, Mapping) else {e: e for e in estimators}
+    if not items:
+        raise ValueError("estimators must name at least one estimator")
+    methods, given = {}, {}
+    for label, spec in items.items():
+        if isinstance(spec, (tuple, list)) and len(spec) == 2 and all(isinstance(t, Tensor) for t in spec):
+            given[label] = tuple(spec)
+        else:
+            methods[label] = spec
+    return methods, given, list(items)
+
+
+def _check_relevance_shape(t: Tensor, x: Tensor, what: str) -> None:
+    ok = t.shape == x.shape or (x.ndim == 4 and t.ndim == 4 and t.shape[1] == 1
+                                and t.shape[0] == x.shape[0] and t.shape[2:] == x.shape[2:])
+    if not ok:
+        raise ValueError(f"{what} has shape {tuple(t.shape)}, expected the inputs' {tuple(x.shape)} "
+                         f"(or one channel)")
+
+
+def _check_request(train, test, methods, given, fractions, seeds, variants, rank_by, reduce):
+    """Validate everything before any training; returns (fractions, seeds, variants)."""
+    if methods:
+        method_table(methods)                  # raises a clear error for unknown names
+    fractions = sorted({check_fraction("fractions", f) for f in fractions})
+    if not fractions:
+        raise ValueError("fractions must hold at least one value in [0, 1]")
+    seeds = list(range(int(check_positive("seeds", seeds, integer=True)))) if isinstance(seeds, int) \
+        else [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    variants = tuple(variants)
+    if set(variants) - set(VARIANTS) or not variants:
+        raise ValueError(f"variants must be a non-empty subset of {VARIANTS}, got {variants!r}")
+    if rank_by not in RANK_BY or reduce not in REDUCTIONS:
+        raise ValueError(f"rank_by must be one of {RANK_BY} and reduce one of {REDUCTIONS}, "
+                         f"got {rank_by!r}, {reduce!r}")
+    for label, pair in given.items():
+        for t, d, what in zip(pair, (train, test), ("train", "test")):
+            _check_relevance_shape(t, d.x, f"{what} relevance of {label!r}")
+    return fractions, seeds, variants
+
+
+def _cells(relevance: dict, fractions, variants, common: dict) -> list[tuple[list, float, dict]]:
+    """``[(labels [(estimator, variant)], fraction, task)]``: the shared fraction-0 cell, then one
+    cell per estimator, retraining variant and fraction."""
+    retrain = [v for v in ("roar", "keep") if v in variants]
+    cells = []
+    if retrain and 0.0 in fractions:
+        labels = [(e, v) for e in relevance for v in retrain]
+        cells.append((labels, 0.0, dict(common, rel_train=None, rel_test=None, fraction=0.0, top=True)))
+    for label, (r_tr, r_te) in relevance.items():
+        for v in retrain:
+            for f in fractions:
+                if f > 0:
+                    cells.append(([(label, v)], f, dict(common, rel_train=r_tr, rel_test=r_te, fraction=f,
+                                                        top=(v == "roar"))))
+    return cells
+
+
+def _run(cells, executor, progress: bool) -> list[list[float]]:
+    if executor is None:
+        return [run_cell(task) for _, _, task in progress_bar(cells, progress, desc="ROAR cells")]
+    futures = [executor.submit(run_cell, task) for _, _, task in cells]
+    return [fut.result() for fut in progress_bar(futures, progress, desc="ROAR cells")]
+
+
+def _records(cells, accs, seeds) -> list[dict]:
+    records = []
+    for (labels, f, _), acc in zip(cells, accs):
+        for est, v in labels:
+            records += [dict(estimator=est, variant=v, fraction=f, seed=s, accuracy=a) for s, a in zip(seeds, acc)]
+    return records
+
+
+def _no_retrain_records(model, test, relevance, fractions, how: dict, device) -> list[dict]:
+    from xailab.train import evaluate
+
+    return [dict(estimator=label, variant="no_retrain", fraction=f, seed=None,
+                 accuracy=evaluate(model, modified(test, r_te, f, top=True, **how), device=device))
+            for label, (_, r_te) in relevance.items() for f in fractions]
+
+
+def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fractions=(0, .1, .3, .5, .7, .9),
+         seeds: int | Sequence[int] = 5, epochs: int = 10, explain_model: nn.Module | None = None, *,
+         variants: Sequence[str] = VARIANTS, rank_by: str = "pixel", reduce: str = "abs-sum",
+         target: str = "predicted", defaults: Mapping | None = None, fill="dataset_mean",
+         lr: float = 1e-3, batch_size: int = 64, relevance_batch_size: int = 128, device="auto",
+         cache_dir: str | os.PathLike | None = None, executor=None, progress: bool = True,
+         ) -> RoarResult:
+    """Remove (and keep) the top fractions of features per estimator and retrain from scratch.
+
+    - ``model_fn(seed)`` builds a fresh untrained model (use :class:`ModelFactory` with a process
+      pool); ``train`` / ``test``: ``xailab.data.Data``.
+    - ``estimators``: a method table (names such as ``"vargrad(gradient)"``, or
+      ``{label: name | (name, options) | (train_relevance, test_relevance)}`` for precomputed
+      rankings); ``defaults``: per-method option defaults (see :func:`xailab.attribution.method_table`).
+    - ``explain_model``: the trained model whose relevance ranks the features; by default
+      ``model_fn(seeds[0])`` trained on ``train``.  Its relevance for every train and test image is
+      computed once per estimator (cached in ``cache_dir`` when given; see :func:`relevance_maps`).
+    - ``fill``: what removed features become (:data:`xailab.removal.FILLS`); the default is the
+      *training set's* per-channel mean, the paper's fill.
+    - ``variants``: ``roar`` (remove the top fraction, retrain), ``keep`` (remove the bottom
+      fraction, retrain), ``no_retrain`` (the explained model on the ROAR test set).
+    - ``seeds``: a count (``range(seeds)``) or explicit seeds; ``executor``: any
+      ``concurrent.futures.Executor`` to run cells in parallel (same numbers as ``None``).
+    """
+    from xailab.train import evaluate, fit
+
+    methods, given, order = _split_estimators(estimators)
+    fractions, seeds, variants = _check_request(train, test, methods, given, fractions, seeds, variants,
+                                                rank_by, reduce)
+    device = resolve_device(device)
+    train, test = _strip(train), _strip(test)
+    if explain_model is None and (methods or "no_retrain" in variants):   # only when something needs it
+        explain_model = fit(model_fn(seeds[0]), train, epochs=epochs, lr=lr, batch_size=batch_size,
+                            seed=seeds[0], device=device, progress=False)
+    if explain_model is not None:
+        explain_model.eval()
+
+    computed = {}
+    if methods:
+        kw = dict(target=target, defaults=defaults, batch_size=relevance_batch_size, cache_dir=cache_dir,
+                  progress=progress)
+        r_tr = relevance_maps(explain_model, train, methods, **kw)
+        r_te = relevance_maps(explain_model, test, methods, **kw)
+        computed = {label: (r_tr[label], r_te[label]) for label in methods}
+    relevance = {label: computed[label] if label in computed else given[label] for label in order}
+
+    if isinstance(fill, str) and fill == "dataset_mean":   # one value per channel: cheap to ship to every cell
+        fill = dataset_mean(train.x)
+    how = dict(fill=fill, rank_by=rank_by, reduce=reduce)
+    common = dict(model_fn=model_fn, train=train, test=test, seeds=seeds, epochs=epochs, lr=lr,
+                  batch_size=batch_size, device=device, **how)
+    cells = _cells(relevance, fractions, variants, common)
+    records = _records(cells, _run(cells, executor, progress), seeds)
+    if "no_retrain" in variants:
+        records += _no_retrain_records(explain_model, test, relevance, fractions, how, device)
+    rank = {v: i for i, v in enumerate(VARIANTS)}
+    records.sort(key=lambda r: (order.index(r["estimator"]), rank[r["variant"]], r["fraction"],
+                                -1 if r["seed"] is None else r["seed"]))
+    meta = dict(chance=1.0 / _num_classes(train, test), fractions=fractions, seeds=seeds, epochs=epochs,
+                rank_by=rank_by, reduce=reduce, target=target, defaults=dict(defaults or {}),
+                explain_accuracy=None if explain_model is None else evaluate(explain_model, test, device=device))
+    return RoarResult(records, meta)
+
+
+def _num_classes(train, test) -> int:
+    k = getattr(train, "num_classes", None)
+    if k:
+        return int(k)
+    return int(max(train.y.max(), test.y.max())) + 1

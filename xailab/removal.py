@@ -1,0 +1,208 @@
+"""Removing features from a batch: which features (a ranking), and what a removed feature becomes
+(the fill). ROAR, pixel perturbation, insertion/deletion, digit flipping and SPADE's evaluation
+all remove features through this module.
+
+**Ranking.** A *feature* is a pixel (all channels of one spatial position) when
+``rank_by="pixel"`` and a single tensor element when ``rank_by="element"`` (the ROAR reference
+implementation ranks elements). For tabular inputs ``(N, D)`` both coincide: a feature is one
+column. Pixel scores are the relevance reduced over channels with
+:func:`xailab.attribution.reduce_channels` (``reduce`` = ``"abs-sum" | "sum" | "max-abs"``);
+element scores read each value through the same rule (``"abs-sum"`` / ``"max-abs"`` rank by
+``|r|``, ``"sum"`` by the signed value, so squaring a map then matters). Exactly
+``floor(fraction * F)`` features are removed (``F`` features per sample); ties are broken by a
+stable sort, so among equal scores the lower flat index ranks first.
+
+**Fill.** What a removed feature becomes, by name (:data:`FILLS`):
+
+- ``"dataset_mean"`` — the per-channel mean of a ``reference`` batch (ROAR passes the training
+  set; without one, the batch itself);
+- ``"image_mean"`` — each image's own per-channel mean;
+- ``"zero"`` — 0 (black for images in [0, 1]; the digits' background);
+- ``"blur"`` — a Gaussian blur of the image itself (std ``blur_sigma`` px): no sharp edges;
+
+or an explicit value: a number, one value per channel ``(C,)``, or a tensor shaped like one sample
+or like the batch.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from xailab.attribution.maps import REDUCTIONS, reduce_channels
+from xailab.utils import check_finite, check_fraction, check_positive
+
+RANK_BY = ("pixel", "element")
+FILLS = ("dataset_mean", "image_mean", "zero", "blur")
+#: Default std (pixels) of the ``"blur"`` fill.
+BLUR_SIGMA = 5.0
+
+__all__ = ["RANK_BY", "FILLS", "BLUR_SIGMA", "n_removed", "feature_scores", "removal_mask", "blur",
+           "dataset_mean", "fill_value", "fill_removed", "replace_features", "remove", "keep"]
+
+
+# --------------------------------------------------------------------------- which features
+def n_removed(fraction: float, n_features: int) -> int:
+    """``floor(fraction * n_features)`` computed robustly: ``0.3 * 10`` is 3, not 2."""
+    fraction = check_fraction("fraction", fraction)
+    # round first to absorb binary error (0.3 * 10 = 2.9999999999999996), then floor
+    return min(n_features, math.floor(round(fraction * n_features, 9)))
+
+
+def _check_pair(x: Tensor, relevance: Tensor) -> None:
+    if not isinstance(x, Tensor) or not isinstance(relevance, Tensor):
+        raise TypeError(f"x and relevance must be tensors, got {type(x).__name__} and {type(relevance).__name__}")
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x must be a batch (N, C, H, W) or (N, D), got shape {tuple(x.shape)}")
+    ok = relevance.shape == x.shape or (
+        x.ndim == 4 and relevance.ndim == 4 and relevance.shape[1] == 1
+        and relevance.shape[0] == x.shape[0] and relevance.shape[2:] == x.shape[2:])
+    if not ok:
+        raise ValueError(f"relevance must have the shape of x {tuple(x.shape)} (or one channel), "
+                         f"got {tuple(relevance.shape)}")
+    check_finite("x", x)
+    check_finite("relevance", relevance)
+
+
+def feature_scores(relevance: Tensor, rank_by: str = "pixel", reduce: str = "abs-sum") -> Tensor:
+    """Scores ``(N, F)`` that rank the features (higher = more relevant); see the module docstring."""
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    check_finite("relevance", relevance)
+    r = relevance.detach().float()
+    if rank_by == "pixel" and r.ndim == 4:
+        if r.shape[1] > 1:
+            r = reduce_channels(r, how=reduce)
+        elif reduce != "sum":
+            r = r.abs()
+    elif reduce != "sum":
+        r = r.abs()
+    return r.reshape(r.shape[0], -1)
+
+
+def removal_mask(relevance: Tensor, fraction: float, *, rank_by: str = "pixel", reduce: str = "abs-sum",
+                 top: bool = True) -> Tensor:
+    """Boolean mask of the features to replace, shaped like one feature map.
+
+    ``top=True`` marks the ``floor(fraction * F)`` highest-ranked features (ROAR); ``top=False``
+    the same number of lowest-ranked ones, in the same ranking (ties included), so
+    ``removal_mask(r, f, top=False)`` equals ``~removal_mask(r, 1 - f)`` up to rounding of the
+    count. The mask has shape ``(N, 1, H, W)`` for pixel ranking of images and the shape of
+    ``relevance`` otherwise.
+    """
+    scores = feature_scores(relevance, rank_by, reduce)
+    n, f = scores.shape
+    k = n_removed(fraction, f)
+    flat = torch.zeros(n, f, dtype=torch.bool, device=scores.device)
+    if k:
+        # stable sort: equal scores keep index order, so ties rank the lower index first
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+        flat.scatter_(1, order[:, :k] if top else order[:, f - k:], True)
+    if rank_by == "pixel" and relevance.ndim == 4:
+        return flat.reshape(n, 1, *relevance.shape[2:])
+    return flat.reshape(relevance.shape)
+
+
+# --------------------------------------------------------------------------- what they become
+def blur(x: Tensor, sigma: float = BLUR_SIGMA) -> Tensor:
+    """Gaussian blur of images ``(N, C, H, W)`` with std ``sigma`` px: separable, reflect padding,
+    kernel truncated at ``±int(2 sigma)`` px (and at the image size)."""
+    if x.ndim != 4:
+        raise ValueError(f"blur needs images (N, C, H, W), got shape {tuple(x.shape)}")
+    sigma = check_positive("blur_sigma", sigma)
+    radius = max(0, min(int(2 * sigma), x.shape[2] - 1, x.shape[3] - 1))
+    if radius == 0:
+        return x.clone()
+    r = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-r ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    c = x.shape[1]
+    rows = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+                    groups=c)
+    return F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1),
+                    groups=c)
+
+
+def dataset_mean(x: Tensor) -> Tensor:
+    """Per-channel mean of a batch (float32): ``(C,)`` for images ``(N, C, H, W)``, ``(D,)`` for ``(N, D)``."""
+    dims = [0] + list(range(2, x.ndim))
+    return x.float().mean(dim=dims)
+
+
+def _as_value(x: Tensor, value) -> Tensor:
+    """An explicit fill value as a tensor broadcastable to ``x``."""
+    v = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    channels = x.shape[1]
+    if v.ndim == 1 and v.shape[0] == channels:
+        return v.view(1, channels, 1, 1) if x.ndim == 4 else v.view(1, channels)
+    if v.ndim == 0 or v.shape == x.shape[1:] or v.shape == x.shape:
+        return v
+    raise ValueError(f"fill must be a name in {FILLS}, a number, one value per channel ({channels},) or a "
+                     f"tensor shaped like one sample {tuple(x.shape[1:])} or the batch, got shape {tuple(v.shape)}")
+
+
+def fill_value(x: Tensor, fill="dataset_mean", *, reference: Tensor | None = None,
+               blur_sigma: float = BLUR_SIGMA) -> Tensor:
+    """What the removed features of ``x`` become, as a tensor broadcastable to ``x`` (see the
+    module docstring for the names)."""
+    if isinstance(fill, str):
+        if fill == "dataset_mean":
+            return _as_value(x, dataset_mean(x if reference is None else reference))
+        if fill == "image_mean":
+            return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True) if x.ndim == 4 else x.mean(1, keepdim=True)
+        if fill == "zero":
+            return torch.zeros((), dtype=x.dtype, device=x.device)
+        if fill == "blur":
+            return blur(x, blur_sigma)
+        raise ValueError(f"fill must be one of {FILLS}, a number or a tensor, got {fill!r}")
+    if isinstance(fill, bool):
+        raise ValueError(f"fill must be one of {FILLS}, a number or a tensor, got {fill!r}")
+    return _as_value(x, fill)
+
+
+def fill_removed(x: Tensor, removed: Tensor, fill="dataset_mean", **options) -> Tensor:
+    """``x`` with the features marked in ``removed`` (a boolean mask broadcastable to ``x``)
+    replaced by :func:`fill_value`; the others are left bit-identical."""
+    return torch.where(removed.to(x.device), fill_value(x, fill, **options), x)
+
+
+# --------------------------------------------------------------------------- both
+def replace_features(x: Tensor, relevance: Tensor, fraction: float, *, top: bool = True, fill="dataset_mean",
+                     rank_by: str = "pixel", reduce: str = "abs-sum", **fill_options) -> Tensor:
+    """Replace the top (``top=True``, ROAR) or bottom ``floor(fraction * F)`` features of each sample.
+
+    ROAR uses ``top=False`` for its ``keep`` variant, so that every variant is indexed by the
+    fraction *removed*: keeping the top 10 % is ``top=False`` at 0.9.
+    """
+    _check_pair(x, relevance)
+    mask = removal_mask(relevance, fraction, rank_by=rank_by, reduce=reduce, top=top)
+    return fill_removed(x, mask, fill, **fill_options)
+
+
+def remove(x: Tensor, relevance: Tensor, fraction: float, fill="dataset_mean", rank_by: str = "pixel",
+           reduce: str = "abs-sum", **fill_options) -> Tensor:
+    """Replace the top ``floor(fraction * F)`` features of each sample (ROAR).
+
+    ``x``: ``(N, C, H, W)`` or ``(N, D)``; ``relevance``: same shape (or one channel for images).
+    ``fill``: a name in :data:`FILLS` or a value (default: the per-channel mean of ``reference``,
+    pass the *training set* there as ROAR does, else of ``x`` itself). ``remove(x, r, 0)`` returns
+    ``x`` unchanged (a copy).
+    """
+    return replace_features(x, relevance, fraction, top=True, fill=fill, rank_by=rank_by, reduce=reduce,
+                            **fill_options)
+
+
+def keep(x: Tensor, relevance: Tensor, fraction: float, fill="dataset_mean", rank_by: str = "pixel",
+         reduce: str = "abs-sum", **fill_options) -> Tensor:
+    """Keep the top ``floor(fraction * F)`` features and replace all others (KAR).
+
+    The complement of :func:`remove` with the same arguments: every feature is replaced by exactly
+    one of ``remove(x, r, f)`` and ``keep(x, r, f)``.
+    """
+    _check_pair(x, relevance)
+    mask = removal_mask(relevance, fraction, rank_by=rank_by, reduce=reduce, top=True)
+    return fill_removed(x, ~mask, fill, **fill_options)

@@ -1,0 +1,5 @@
+import sys
+
+from xailab.workbook.runner import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""Record a paper's claim together with the values measured here and a verdict.
+
+A notebook calls :func:`check`; it prints the claim, its measured values (one per line) and the
+verdict, appends the record to a JSON-lines log (``$XAILAB_CLAIMS`` when the workbook runner sets
+it) and raises :class:`ClaimFailed` when the claim does not hold, so a headless run fails loudly.
+A claim that does not hold is recorded as "not reproduced (explained)" instead only with
+``honest=True``: the notebook shows, next to the cell, why it does not hold in this run.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+#: Environment variables the workbook runner sets for each notebook's kernel.
+LOG_ENV = "XAILAB_CLAIMS"
+NOTEBOOK_ENV = "XAILAB_NOTEBOOK"
+
+REPRODUCED = "reproduced"
+EXPLAINED = "not reproduced (explained)"
+FAILED = "FAILED"
+
+
+class ClaimFailed(AssertionError):
+    """A claim the notebook expects to reproduce did not."""
+
+
+def fmt(value) -> str:
+    """A measured value as text: floats to 4 significant digits, containers item by item."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={fmt(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _lines(value) -> list[list[str]]:
+    """The measured values as ``[name, text]`` rows, one per named quantity."""
+    if isinstance(value, dict):
+        return [[str(k), fmt(v)] for k, v in value.items()]
+    return [] if value is None else [["", fmt(value)]]
+
+
+@dataclass
+class Claim:
+    paper: str
+    claim: str
+    value: str                      # every measured value on one line (see `fmt`)
+    holds: bool
+    verdict: str
+    values: list = field(default_factory=list)   # [[name, text], ...]: one row per measured value
+    notebook: str = field(default_factory=lambda: os.environ.get(NOTEBOOK_ENV, ""))
+
+
+def check(paper: str, claim: str, holds: bool, value=None, *, honest: bool = False) -> Claim:
+    """Print and record ``claim`` from ``paper`` with the measured ``value`` (a number, or a dict
+    ``{name: value}`` naming each measured quantity as the notebook's text does).
+
+    ``holds`` is the test the notebook computed from its measurements.  When it is false the
+    call raises :class:`ClaimFailed`, unless ``honest=True``: the notebook then states, next to
+    the cell, that the claim does not reproduce, and the verdict says so.
+    """
+    holds = bool(holds)
+    verdict = REPRODUCED if holds else (EXPLAINED if honest else FAILED)
+    record = Claim(paper=paper, claim=claim, value=fmt(value), holds=holds, verdict=verdict, values=_lines(value))
+    mark = "✔" if holds else ("≈" if honest else "✘")
+    shown = "\n".join(f"      {k + ': ' if k else ''}{v}" for k, v in record.values)
+    print(f"{mark} [{paper}] {claim}\n    measured:\n{shown}\n    verdict: {verdict}")
+    log = os.environ.get(LOG_ENV)
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(record)) + "\n")
+    if not holds and not honest:
+        raise ClaimFailed(f"claim did not reproduce: [{paper}] {claim} (measured {record.value})")
+    return record
