@@ -297,3 +297,28 @@ def test_disjoint_splits(sh):
     for bad in (0, 6, 2.0):
         with pytest.raises(ValueError, match="k must"):
             D.disjoint_splits(sh[:5], bad)
+
+
+def test_shapes_colour_cue_puts_the_class_in_the_hue_and_several_objects_in_the_mask():
+    import colorsys
+
+    d = D.shapes(200, size=24, seed=3, cue="colour", objects=2, noise=0.0, texture=0.0)
+    assert d.classes == ("red", "chartreuse", "cyan", "violet")
+    one = D.shapes(200, size=24, seed=3, cue="colour", objects=1, noise=0.0, texture=0.0)
+    assert d.mask.sum() > 1.5 * one.mask.sum()    # two objects cover more than one (overlaps aside)
+    for i in range(40):
+        inside = d.mask[i, 0] > 0
+        rgb = d.x[i][:, inside].mean(1) if inside.sum() else None
+        if rgb is None:
+            continue
+        r, g, b = (d.x[i][:, inside][:, 0]).tolist()     # one object pixel: its hue is in the class band
+        hue = colorsys.rgb_to_hsv(r, g, b)[0]
+        k = int(d.y[i])
+        centre = k / 4
+        assert min(abs(hue - centre), 1 - abs(hue - centre)) <= 1 / 8 + 1e-6
+    both = D.shapes(60, size=24, seed=3, cue="both")
+    assert both.classes[1] == "chartreuse disc"
+    with pytest.raises(ValueError, match="cue"):
+        D.shapes(10, cue="texture")
+    with pytest.raises(ValueError, match="objects"):
+        D.shapes(10, objects=0)

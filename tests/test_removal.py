@@ -189,3 +189,69 @@ def test_fills_leave_unremoved_pixels_bit_identical_and_blur_is_smooth():
 
 
 # --------------------------------------------------------------------------- the sweep
+
+
+# ---- noisy linear imputation (ROAD) -------------------------------------------------------------
+
+def _ramp(h=7, w=7):
+    i, j = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    return torch.stack([0.1 * i + 0.05 * j + 0.2, -0.3 * i + 0.02 * j, 0.4 * torch.ones_like(i)]).unsqueeze(0)
+
+
+def test_noisy_linear_fills_a_hole_in_a_linear_ramp_exactly():
+    # a linear function equals the weighted mean of its symmetric neighbours: the ramp is the solution
+    ramp = _ramp()
+    hole = torch.zeros(1, 1, 7, 7, dtype=torch.bool)
+    hole[..., 2:5, 2:5] = True
+    torch.testing.assert_close(fill_removed(ramp, hole, "noisy_linear", noise=0.0), ramp, rtol=0, atol=1e-12)
+
+
+def test_noisy_linear_keeps_unremoved_pixels_bit_identical_and_is_seeded():
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 3, 12, 10, generator=g)
+    removed = torch.rand(3, 1, 12, 10, generator=g) < 0.6
+    a = fill_removed(x, removed, "noisy_linear", seed=1)
+    keep_mask = ~removed.expand_as(x)
+    assert torch.equal(a[keep_mask], x[keep_mask])
+    assert torch.equal(a, fill_removed(x, removed, "noisy_linear", seed=1))
+    b = fill_removed(x, removed, "noisy_linear", seed=2)
+    clean = fill_removed(x, removed, "noisy_linear", noise=0.0)
+    diff = (b - clean)[~keep_mask]
+    assert not torch.equal(a, b) and abs(float(diff.std()) - 0.01) < 0.002   # noise std as asked
+
+
+def test_noisy_linear_agrees_with_pytorch_grad_cam_on_random_images_and_masks():
+    road = pytest.importorskip("pytorch_grad_cam.metrics.road")
+    reference = road.NoisyLinearImputer(noise=0.0)
+    g = torch.Generator().manual_seed(11)
+    for shape, p in [((4, 3, 16, 16), 0.5), ((3, 1, 9, 13), 0.95), ((2, 3, 6, 6), 0.1)]:
+        x = torch.rand(*shape, generator=g)
+        removed = torch.rand(shape[0], 1, *shape[2:], generator=g) < p
+        ours = fill_removed(x, removed, "noisy_linear", noise=0.0)
+        theirs = torch.stack([reference(x[i], (~removed[i, 0]).float()) for i in range(shape[0])])
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_noisy_linear_bad_input_and_edge_cases():
+    x = torch.rand(2, 3, 5, 5)
+    nothing = torch.zeros(2, 1, 5, 5, dtype=torch.bool)
+    assert torch.equal(fill_removed(x, nothing, "noisy_linear"), x)
+    everything = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    everything[0, 0, 0, 0] = False            # image 0 keeps one pixel, image 1 none
+    out = fill_removed(x, everything, "noisy_linear", noise=0.0)
+    torch.testing.assert_close(out[0], x[0, :, :1, :1].expand(3, 5, 5))   # the one kept pixel everywhere
+    torch.testing.assert_close(out[1], x[0, :, 0, 0].view(3, 1, 1).expand(3, 5, 5))
+    with pytest.raises(TypeError, match="boolean"):
+        fill_removed(x, nothing.float(), "noisy_linear")
+    with pytest.raises(ValueError, match="pixel mask"):
+        fill_removed(x, torch.zeros(2, 1, 4, 5, dtype=torch.bool), "noisy_linear")
+    with pytest.raises(ValueError, match="noise"):
+        fill_removed(x, nothing, "noisy_linear", noise=-1.0)
+    with pytest.raises(ValueError, match="fill_removed"):
+        fill_value(x, "noisy_linear")
+    with pytest.raises(ValueError, match="fill must be one of"):
+        remove(x, torch.rand_like(x), 0.5, fill="median")
+    # through remove / keep, with the ROAR ranking
+    r = torch.rand(2, 1, 5, 5)
+    out = remove(x, r, 0.4, fill="noisy_linear", noise=0.0)
+    assert ((out != x).any(1).flatten(1).sum(1) <= 10).all()

@@ -177,21 +177,42 @@ def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
     return v[:, None] - (v * s)[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
 
 
-def _object_colour(n: int, g: torch.Generator, brightness: tuple[float, float]) -> Tensor:
-    """Random hue and saturation, value in ``brightness``: objects are lighter than the background
-    on average, so a small CNN does not have to learn both edge polarities for every colour."""
-    h, s, v = torch.rand(n, generator=g), torch.rand(n, generator=g), torch.rand(n, generator=g)
-    lo, hi = brightness
-    return _hsv_to_rgb(h, 0.2 + 0.8 * s, lo + (hi - lo) * v)
-
-
 _CHUNK = 512  # images rasterised at once; part of the random stream, so a constant
+CUES = ("kind", "colour", "both")
+_HUE_NAMES = ("red", "orange", "yellow", "chartreuse", "green", "spring green", "cyan", "azure", "blue", "violet",
+              "magenta", "rose")
+
+
+def _object_draws(n: int, size: int, lo: float, hi: float, rotation: float, brightness, g) -> dict:
+    """Radius, centre, rotation and colour of one object per image (in the generator's order)."""
+    radius = size * (lo + (hi - lo) * torch.rand(n, generator=g))
+    centre = radius[:, None] + torch.rand(n, 2, generator=g) * (size - 1 - 2 * radius[:, None])
+    theta = (torch.rand(n, generator=g) * 2 - 1) * math.radians(rotation)
+    h, sat, v = torch.rand(n, generator=g), torch.rand(n, generator=g), torch.rand(n, generator=g)
+    sat, val = 0.2 + 0.8 * sat, brightness[0] + (brightness[1] - brightness[0]) * v
+    return dict(radius=radius, centre=centre, theta=theta, hue=h, sat=sat, val=val, colour=_hsv_to_rgb(h, sat, val))
+
+
+def _object_mask(o: dict, sl: slice, rows: Tensor, cols: Tensor, names) -> Tensor:
+    """Which pixels of images ``sl`` the object ``o`` covers, (B, H, W) bool."""
+    cy, cx = o["centre"][sl, 0, None, None], o["centre"][sl, 1, None, None]
+    cos, sin = o["theta"][sl].cos()[:, None, None], o["theta"][sl].sin()[:, None, None]
+    r = o["radius"][sl, None, None]
+    u = ((cols - cx) * cos + (rows - cy) * sin) / r
+    v = (-(cols - cx) * sin + (rows - cy) * cos) / r
+    kind = o["kind"][sl]
+    inside = torch.zeros(kind.shape[0], rows.shape[-2], rows.shape[-1], dtype=torch.bool)
+    for k in kind.unique().tolist():
+        sel = kind == k
+        inside[sel] = _kind_mask(names[k], u[sel], v[sel])
+    return inside
 
 
 def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise: float = 0.06,
            distractors: int = 2, scale: tuple[float, float] = (0.22, 0.35), rotation: float = 10.0,
            background: tuple[float, float] = (0.1, 0.5), texture: float = 0.15,
-           brightness: tuple[float, float] = (0.8, 1.0), draw_object: bool = True) -> Data:
+           brightness: tuple[float, float] = (0.8, 1.0), draw_object: bool = True, cue: str = "kind",
+           objects: int = 1) -> Data:
     """Synthetic colour images whose class is the kind of one object (square, disc, triangle ...).
 
     Each image: a smooth random colour field with values in ``background`` plus a finer texture
@@ -206,9 +227,16 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
     6 epochs and reaches ~96 % after 10 (about 12 s on one CPU core): learnable, not trivial.
     Raise ``noise``, ``texture``, ``distractors`` or ``rotation`` (or lower ``scale``) for harder data.
 
-    ``mask`` is exactly the object's pixels: the object is drawn last and opaque, so no pixel
-    outside the mask depends on it. ``draw_object=False`` gives the same images (same random
-    draws) without the object, with the same mask (where the object would be).
+    ``cue`` says what carries the class: ``"kind"`` (default) the object's kind, its colour random;
+    ``"colour"`` the object's hue (class ``k`` of ``K`` draws hues within ``1/(2K)`` of ``k/K``, a
+    band no other class uses), its kind random among all :data:`SHAPE_KINDS`; ``"both"`` the kind and
+    the hue together, redundant evidence. With a colour cue the distractors are grey, so that only
+    objects carry hue. ``objects``: how many objects of the class each image holds (placed
+    independently, later ones over earlier ones); the mask is their union.
+
+    ``mask`` is exactly the objects' pixels: they are drawn last and opaque, so no pixel outside
+    the mask depends on them. ``draw_object=False`` gives the same images (same random draws)
+    without the objects, with the same mask (where the objects would be).
     """
     n = _check_n(n)
     size = int(check_positive("size", size, integer=True))
@@ -220,6 +248,9 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
         raise ValueError(f"distractors must be >= 0, got {distractors}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
+    if cue not in CUES:
+        raise ValueError(f"cue must be one of {CUES}, got {cue!r}")
+    objects = int(check_positive("objects", objects, integer=True))
     lo, hi = scale
     if not 0 < lo <= hi <= 0.5:
         raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 0.5, got {scale}")
@@ -227,11 +258,9 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
     kinds = SHAPE_KINDS[:num_classes]
 
     # per-sample parameters, drawn up front so the random stream is independent of draw_object
+    # (and, for one object with the kind as cue, the same stream as before the cue option existed)
     y = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
-    radius = size * (lo + (hi - lo) * torch.rand(n, generator=g))
-    centre = radius[:, None] + torch.rand(n, 2, generator=g) * (size - 1 - 2 * radius[:, None])
-    theta = (torch.rand(n, generator=g) * 2 - 1) * math.radians(rotation)
-    colour = _object_colour(n, g, brightness)
+    obj = [_object_draws(n, size, lo, hi, rotation, brightness, g)]
     dis = {
         "kind": torch.randint(0, 2, (n, distractors), generator=g),
         "start": torch.rand(n, distractors, 2, generator=g) * (size - 1),
@@ -241,6 +270,20 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
         "opacity": 0.5 + 0.5 * torch.rand(n, distractors, generator=g),
         "colour": torch.rand(n, distractors, 3, generator=g),
     }
+    obj += [_object_draws(n, size, lo, hi, rotation, brightness, g) for _ in range(objects - 1)]
+    if cue == "colour":
+        for o in obj:
+            o["kind"] = torch.randint(0, len(SHAPE_KINDS), (n,), generator=g)
+    else:
+        for o in obj:
+            o["kind"] = y
+    if cue in ("colour", "both"):
+        for o in obj:  # the drawn hue, moved into the class's band
+            o["colour"] = _hsv_to_rgb((y + (o["hue"] - 0.5) / 2) / num_classes % 1.0, o["sat"], o["val"])
+        dis["colour"] = dis["colour"].mean(-1, keepdim=True).expand(-1, -1, 3)
+    names = SHAPE_KINDS if cue == "colour" else kinds
+    hues = [_HUE_NAMES[round(12 * k / num_classes) % 12] for k in range(num_classes)]
+    classes = {"kind": kinds, "colour": tuple(hues), "both": tuple(f"{h} {k}" for h, k in zip(hues, kinds))}[cue]
     rows, cols = _grid(size)
     xs, masks = [], []
     for s in range(0, n, _CHUNK):  # chunks keep the working set in cache (and the draws fixed)
@@ -249,24 +292,16 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
         bg = background[0] + (background[1] - background[0]) * _smooth_field(b, size, 4, g)
         bg = bg + texture * (_smooth_field(b, size, max(2, size // 4), g) - 0.5)  # finer texture
         img = _draw_distractors(bg, rows, cols, {k: v[sl] for k, v in dis.items()})
-        # the object in its own frame
-        cy, cx = centre[sl, 0, None, None], centre[sl, 1, None, None]
-        cos, sin = theta[sl].cos()[:, None, None], theta[sl].sin()[:, None, None]
-        r = radius[sl, None, None]
-        u = ((cols - cx) * cos + (rows - cy) * sin) / r
-        v = (-(cols - cx) * sin + (rows - cy) * cos) / r
-        inside = torch.zeros(b, size, size, dtype=torch.bool)
-        for k, kind in enumerate(kinds):
-            sel = y[sl] == k
-            if sel.any():
-                inside[sel] = _kind_mask(kind, u[sel], v[sel])
-        m = inside[:, None].float()
-        if draw_object:
-            img = torch.where(inside[:, None], colour[sl, :, None, None], img)
+        m = torch.zeros(b, 1, size, size)
+        for o in obj:
+            inside = _object_mask(o, sl, rows, cols, names)
+            m = torch.maximum(m, inside[:, None].float())
+            if draw_object:
+                img = torch.where(inside[:, None], o["colour"][sl, :, None, None], img)
         img = img + noise * torch.randn(img.shape, generator=g)
         xs.append(img.clamp(0, 1))
         masks.append(m)
-    return Data(torch.cat(xs), y, torch.cat(masks), kinds)
+    return Data(torch.cat(xs), y, torch.cat(masks), classes)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,11 @@ stable sort, so among equal scores the lower flat index ranks first.
 - ``"image_mean"`` — each image's own per-channel mean;
 - ``"zero"`` — 0 (black for images in [0, 1]; the digits' background);
 - ``"blur"`` — a Gaussian blur of the image itself (std ``blur_sigma`` px): no sharp edges;
+- ``"noisy_linear"`` — ROAD's *noisy linear imputation* (Rong et al., ICML 2022): every removed
+  pixel becomes the weighted mean of its 8 neighbours (1/6 direct, 1/12 diagonal, renormalised at
+  the border), all removed pixels solved jointly as one sparse linear system per batch, plus
+  Gaussian noise of std ``noise`` (absolute, seeded). The removed region blends into its
+  surroundings, so its *shape* stops showing in the image;
 
 or an explicit value: a number, one value per channel ``(C,)``, or a tensor shaped like one sample
 or like the batch.
@@ -35,12 +40,19 @@ from xailab.attribution.maps import REDUCTIONS, reduce_channels
 from xailab.utils import check_finite, check_fraction, check_positive
 
 RANK_BY = ("pixel", "element")
-FILLS = ("dataset_mean", "image_mean", "zero", "blur")
+FILLS = ("dataset_mean", "image_mean", "zero", "blur", "noisy_linear")
 #: Default std (pixels) of the ``"blur"`` fill.
 BLUR_SIGMA = 5.0
 
-__all__ = ["RANK_BY", "FILLS", "BLUR_SIGMA", "n_removed", "feature_scores", "removal_mask", "blur",
-           "dataset_mean", "fill_value", "fill_removed", "replace_features", "remove", "keep"]
+#: Neighbour offsets (row, col) and weights of the noisy linear imputation (ROAD's).
+NEIGHBOURS = (((-1, 0), 1 / 6), ((1, 0), 1 / 6), ((0, -1), 1 / 6), ((0, 1), 1 / 6),
+              ((-1, -1), 1 / 12), ((-1, 1), 1 / 12), ((1, -1), 1 / 12), ((1, 1), 1 / 12))
+#: Default noise std of the noisy linear imputation (ROAD's, for images in [0, 1]).
+IMPUTATION_NOISE = 0.01
+
+__all__ = ["RANK_BY", "FILLS", "BLUR_SIGMA", "NEIGHBOURS", "IMPUTATION_NOISE", "n_removed", "feature_scores",
+           "removal_mask", "blur", "dataset_mean", "fill_value", "fill_removed", "noisy_linear_imputation",
+           "replace_features", "remove", "keep"]
 
 
 # --------------------------------------------------------------------------- which features
@@ -148,8 +160,12 @@ def _as_value(x: Tensor, value) -> Tensor:
 def fill_value(x: Tensor, fill="dataset_mean", *, reference: Tensor | None = None,
                blur_sigma: float = BLUR_SIGMA) -> Tensor:
     """What the removed features of ``x`` become, as a tensor broadcastable to ``x`` (see the
-    module docstring for the names)."""
+    module docstring for the names). ``"noisy_linear"`` depends on which pixels are removed: use
+    :func:`fill_removed`."""
     if isinstance(fill, str):
+        if fill == "noisy_linear":
+            raise ValueError("fill='noisy_linear' depends on which pixels are removed; use fill_removed(x, removed, "
+                             "'noisy_linear') or noisy_linear_imputation")
         if fill == "dataset_mean":
             return _as_value(x, dataset_mean(x if reference is None else reference))
         if fill == "image_mean":
@@ -164,10 +180,104 @@ def fill_value(x: Tensor, fill="dataset_mean", *, reference: Tensor | None = Non
     return _as_value(x, fill)
 
 
-def fill_removed(x: Tensor, removed: Tensor, fill="dataset_mean", **options) -> Tensor:
+def fill_removed(x: Tensor, removed: Tensor, fill="dataset_mean", *, noise: float = IMPUTATION_NOISE,
+                 seed: int = 0, **options) -> Tensor:
     """``x`` with the features marked in ``removed`` (a boolean mask broadcastable to ``x``)
-    replaced by :func:`fill_value`; the others are left bit-identical."""
+    replaced by :func:`fill_value` (or by :func:`noisy_linear_imputation`, with its ``noise`` and
+    ``seed``); the others are left bit-identical."""
+    if isinstance(fill, str) and fill == "noisy_linear":
+        return noisy_linear_imputation(x, removed, noise=noise, seed=seed)
     return torch.where(removed.to(x.device), fill_value(x, fill, **options), x)
+
+
+def _pixel_mask(x: Tensor, removed: Tensor) -> Tensor:
+    """A removal mask as ``(N, H, W)`` bool: one channel, or the same for every channel."""
+    if not isinstance(removed, Tensor) or removed.dtype != torch.bool:
+        raise TypeError(f"removed must be a boolean tensor, got {getattr(removed, 'dtype', type(removed).__name__)}")
+    m = removed.to(x.device)
+    if m.ndim == 4 and m.shape[1] > 1:
+        if not bool((m == m[:, :1]).all()):
+            raise ValueError("noisy_linear imputes whole pixels: removed must be the same for every channel")
+        m = m[:, :1]
+    if m.ndim == 4:
+        m = m[:, 0]
+    if m.ndim != 3 or m.shape[0] not in (1, x.shape[0]) or m.shape[1:] != x.shape[2:]:
+        raise ValueError(f"removed must be a pixel mask (N, 1, H, W) or (N, H, W) for x {tuple(x.shape)}, "
+                         f"got {tuple(removed.shape)}")
+    return m.expand(x.shape[0], -1, -1)
+
+
+def noisy_linear_imputation(x: Tensor, removed: Tensor, *, noise: float = IMPUTATION_NOISE, seed: int = 0) -> Tensor:
+    """ROAD's noisy linear imputation of the ``removed`` pixels of images ``x (N, C, H, W)``.
+
+    Each removed pixel ``p`` satisfies ``sum_q w_q (v_p - v_q) = 0`` over its in-image neighbours
+    ``q`` (:data:`NEIGHBOURS`), where ``v_q`` is the image value of a kept neighbour and the unknown
+    value of a removed one: a discrete Laplace infill with the kept pixels as boundary values. All
+    removed pixels of the batch form one sparse symmetric positive-definite system (block diagonal,
+    one block per image, one right-hand side per channel). With the unknowns in row-major order its
+    bandwidth is at most ``W + 1``, so it is solved in float64 as one banded Cholesky system
+    (LAPACK ``pbsv`` through ``scipy.linalg.solveh_banded``). Gaussian noise of std ``noise``
+    (absolute, from a generator seeded with ``seed``) is then added to the imputed pixels only;
+    kept pixels are returned bit-identical. An image with every pixel removed has no boundary
+    values: its pixels get the per-channel mean of the batch's kept pixels.
+    """
+    import numpy as np
+    from scipy.linalg import solveh_banded
+
+    if not isinstance(x, Tensor) or x.ndim != 4:
+        raise ValueError(f"noisy_linear_imputation needs images (N, C, H, W), got {getattr(x, 'shape', type(x))}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+    check_finite("x", x)
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    n, c, h, w = x.shape
+    m = _pixel_mask(x, removed).cpu().numpy().copy()
+    all_removed = m.reshape(n, -1).all(1)
+    solvable = m & ~all_removed[:, None, None]                # images with a boundary to impute from
+    out = x.detach().clone()
+    if not m.any():
+        return out
+    xs = x.detach().to("cpu", torch.float64).numpy()
+    unknown = solvable.reshape(-1)                            # image-major, row-major
+    var = np.full(unknown.shape, -1, dtype=np.int64)
+    n_var = int(unknown.sum())
+    var[unknown] = np.arange(n_var)
+    img, row, col = np.nonzero(solvable)                      # every unknown, in variable order
+    band = np.zeros((w + 2, n_var))                           # lower band: band[i - j, j] = A[i, j]
+    rhs = np.zeros((n_var, c))
+    for (dr, dc), wt in NEIGHBOURS:
+        r2, c2 = row + dr, col + dc
+        inside = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
+        k = np.flatnonzero(inside)
+        band[0, k] += wt                                       # diagonal: in-image neighbour weights
+        flat = (img[k] * h + r2[k]) * w + c2[k]
+        other = var[flat]
+        below = other >= 0
+        lower = k[below][other[below] < k[below]]              # each symmetric pair once, from its lower end
+        lower_other = var[(img[lower] * h + r2[lower]) * w + c2[lower]]
+        band[lower - lower_other, lower_other] -= wt
+        known = k[~below]
+        rhs[known] += wt * xs[img[known], :, r2[known], c2[known]]
+    values = np.zeros((c, int(m.sum())))
+    if n_var:
+        solved = solveh_banded(band[: int(np.flatnonzero(band.any(1)).max()) + 1], rhs, lower=True,
+                               check_finite=False)
+    removed_flat = m.reshape(-1)
+    order = var[np.flatnonzero(removed_flat)]                  # -1 for pixels of fully removed images
+    if n_var:
+        values[:, order >= 0] = solved[order[order >= 0]].T
+    if all_removed.any():                                     # nothing to impute from: the batch's kept mean
+        kept = ~m
+        mean = xs.transpose(1, 0, 2, 3)[:, kept].mean(1) if kept.any() else np.zeros(c)
+        values[:, order < 0] = mean[:, None]
+    values = torch.from_numpy(values)                         # (C, removed pixels): channel-major, as ROAD draws noise
+    if noise > 0:
+        g = torch.Generator().manual_seed(int(seed))
+        values = values + noise * torch.randn(values.shape, generator=g, dtype=torch.float64)
+    flat_out = out.permute(1, 0, 2, 3).reshape(c, -1)        # a copy, (C, N*H*W)
+    flat_out[:, torch.from_numpy(np.flatnonzero(removed_flat))] = values.to(out.dtype).to(out.device)
+    return flat_out.reshape(c, n, h, w).permute(1, 0, 2, 3).contiguous()
 
 
 # --------------------------------------------------------------------------- both
