@@ -187,3 +187,72 @@ def test_fingerprint_covers_batchnorm_buffers():
     before = model_fingerprint(model)
     model.features.bn1.running_mean += 1
     assert model_fingerprint(model) != before
+
+
+def test_no_retrain_variants_are_morf_and_lerf_and_run_on_an_executor(tiny_images):
+    train, test = tiny_images
+    model = _tiny_cnn(0)
+    kw = dict(fractions=(0, 0.5), seeds=[0], epochs=1, explain_model=model, progress=False, batch_size=16,
+              variants=("no_retrain", "no_retrain_keep"), fill="noisy_linear", fill_options={"noise": 0.0})
+    res = roar(_tiny_cnn, train, test, ["gradient", "random"], **kw)
+    assert set(res.variants) == {"no_retrain", "no_retrain_keep"} and res.meta["fill"] == "noisy_linear"
+    # MoRF at 0.5 is the explained model on the test set with the top half imputed
+    from xailab.papers.roar import relevance_maps
+    from xailab.removal import remove
+    from xailab.train import evaluate
+    import dataclasses
+
+    rel = relevance_maps(model, test, ["gradient"], progress=False)["gradient"]
+    morf = evaluate(model, dataclasses.replace(test, x=remove(test.x, rel, 0.5, fill="noisy_linear", noise=0.0)))
+    assert res.accuracy("gradient", 0.5, "no_retrain") == morf
+    lerf = res.accuracy("gradient", 0.5, "no_retrain_keep")
+    assert 0 <= lerf <= 1 and res.accuracy("gradient", 0.0, "no_retrain_keep") == evaluate(model, test)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(2, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            parallel = roar(_tiny_cnn, train, test, ["gradient", "random"], executor=pool, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    assert parallel.records == res.records
+
+
+def test_rank_agreement_and_mean_accuracy():
+    from xailab.papers.roar import RoarResult, rank_agreement
+
+    same = rank_agreement({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}, {"a": 10, "b": 20, "c": 30, "d": 40, "e": 50})
+    assert same["rho"] == pytest.approx(1.0) and same["p"] < 0.05 and same["n"] == 5
+    rev = rank_agreement({"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 4, "b": 3, "c": 2, "d": 1})
+    assert rev["rho"] == pytest.approx(-1.0) and rev["p"] > 0.9
+    with pytest.raises(ValueError, match="3 common"):
+        rank_agreement({"a": 1, "b": 2}, {"a": 1, "b": 2})
+    res = RoarResult([dict(estimator="g", variant="roar", fraction=f, seed=s, accuracy=a)
+                      for f, s, a in [(0.0, 0, 1.0), (0.5, 0, 0.6), (0.5, 1, 0.8), (0.9, 0, 0.3)]])
+    assert res.mean_accuracy("g") == pytest.approx((0.7 + 0.3) / 2)
+    assert res.mean_accuracy("g", fractions=[0.0, 0.9]) == pytest.approx(0.65)
+
+
+def test_mask_leakage_and_pattern_visibility_separate_a_class_shaped_removal_from_a_random_one():
+    from xailab.data import shapes, train_test_split
+    from xailab.models import SmallCNN
+    from xailab.papers.roar import mask_only_accuracy, pattern_visibility
+    from xailab.removal import fill_removed
+
+    data = shapes(600, size=16, seed=0, num_classes=2, distractors=0, scale=(0.3, 0.45))
+    train, test = train_test_split(data, test_fraction=0.25, seed=0)
+    one_channel = lambda s: SmallCNN(1, 2, width=4, depth=2, input_size=16, seed=s)  # noqa: E731
+    kw = dict(epochs=8, lr=3e-3, device="cpu")
+    area = float(train.mask.mean())                   # remove exactly as many pixels as the objects cover
+    shaped = mask_only_accuracy(one_channel, train, test, (train.mask, test.mask), area, **kw)
+    g = torch.Generator().manual_seed(0)
+    noise = (torch.rand(train.mask.shape, generator=g), torch.rand(test.mask.shape, generator=g))
+    scattered = mask_only_accuracy(one_channel, train, test, noise, area, **kw)
+    assert shaped > 0.75 and scattered < 0.65      # the object's silhouette names its class; noise does not
+    removed = data.mask > 0.5
+    flat = fill_removed(data.x, removed, "zero")
+    seen = pattern_visibility(flat[:450], removed[:450], flat[450:], removed[450:], epochs=2, seed=0)
+    rnd = torch.rand(removed.shape, generator=g) < 0.3
+    hidden = fill_removed(data.x, rnd, "noisy_linear", noise=0.06)
+    unseen = pattern_visibility(hidden[:450], rnd[:450], hidden[450:], rnd[450:], epochs=2, seed=0)
+    assert seen > 0.95 and unseen < 0.65

@@ -1,4 +1,5 @@
 """xailab.train: fit / evaluate / predict, and fit_many against fit one by one."""
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -182,3 +183,35 @@ def test_fit_many_strategy_choice_and_errors():
         fit_many(lambda s: SmallCNN(spectral_norm=True, seed=s), data, seeds=[0], strategy="fused", progress=False)
     with pytest.raises(ValueError, match="strategy"):
         fit_many(MLP, data, seeds=[0], strategy="vmap", progress=False)
+
+
+def test_sgd_cosine_and_step_budget_agree_between_fit_and_fit_many():
+    datasets = [bright_quadrant(70, seed=20 + k) for k in range(2)]
+    fn = lambda s: SmallCNN(in_channels=1, num_classes=2, width=4, input_size=8, seed=s)  # noqa: E731
+    kw = dict(lr=0.05, batch_size=16, optimizer="sgd", momentum=0.9, weight_decay=1e-4, schedule="cosine",
+              steps=7, progress=False)
+    ref = [fit(fn(s), d, seed=s, **kw) for s, d in zip(SEEDS[:2], datasets)]
+    out = fit_many(fn, datasets, seeds=SEEDS[:2], **kw)
+    _assert_same_models(ref, out, datasets)
+    # 7 steps of 16 = 1 epoch (5 batches) and 2 more: the same as stepping by hand
+    model, g = fn(0), torch.Generator().manual_seed(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    x, y, step = datasets[0].x, datasets[0].y, 0
+    for _ in range(2):
+        for idx in torch.randperm(70, generator=g).split(16):
+            if step == 7:
+                break
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * 0.05 * (1 + math.cos(math.pi * step / 7))
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+    assert torch.allclose(_flat(model.eval()), _flat(ref[0]), atol=1e-6)
+    with pytest.raises(ValueError, match="optimizer"):
+        fit(fn(0), datasets[0], optimizer="lbfgs", progress=False)
+    with pytest.raises(ValueError, match="schedule"):
+        fit(fn(0), datasets[0], schedule="step", progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        fit_many(fn, datasets, seeds=[0, 1], steps=0, progress=False)

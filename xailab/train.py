@@ -3,10 +3,13 @@
 Conventions shared by :func:`fit` and :func:`fit_many` (they must agree, so that training K
 models at once gives the models one would get one by one):
 
-- optimiser: ``torch.optim.Adam(lr, weight_decay)``, loss: mean cross-entropy per batch;
+- optimiser: ``torch.optim.Adam(lr, weight_decay)`` (default) or ``torch.optim.SGD(lr, momentum,
+  weight_decay)``; the learning rate constant or, with ``schedule="cosine"``, decayed to 0 over
+  the run; loss: mean cross-entropy per batch;
 - order: one ``torch.Generator`` seeded with ``seed`` per model; each epoch draws
   ``torch.randperm(N, generator=g)`` and walks it in batches of ``batch_size`` (the last batch
-  may be smaller; nothing is dropped);
+  may be smaller; nothing is dropped); ``steps=`` trains for that many batches instead of
+  ``epochs`` passes (the last epoch may stop part-way);
 - the model is moved to ``device`` and returned in eval mode.
 
 ``data`` is anything with tensor fields ``x`` (N, ...) and ``y`` (N,) class indices, such as
@@ -49,6 +52,40 @@ def _check_hyper(epochs, lr, batch_size, weight_decay) -> tuple[int, float, int,
     return epochs, lr, batch_size, float(weight_decay)
 
 
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = (None, "cosine")
+
+
+def _check_recipe(optimizer: str, momentum: float, schedule, steps) -> int | None:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    return None if steps is None else int(check_positive("steps", steps, integer=True))
+
+
+def _optimizer(params, optimizer: str, lr: float, momentum: float, weight_decay: float):
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def _plan(n: int, batch_size: int, epochs: int, steps: int | None) -> tuple[int, int]:
+    """(epochs to loop over, total optimisation steps) for ``epochs`` passes or ``steps`` batches."""
+    per_epoch = math.ceil(n / batch_size)
+    if steps is None:
+        return epochs, epochs * per_epoch
+    return math.ceil(steps / per_epoch), steps
+
+
+def _set_lr(opt, lr: float, schedule, step: int, total: int) -> None:
+    if schedule == "cosine":
+        for group in opt.param_groups:
+            group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+
+
 def _epoch_bar(epochs: int, enabled: bool, desc: str):
     """A tqdm bar over epochs (we need the bar object itself to show loss and accuracy)."""
     from tqdm.auto import tqdm
@@ -63,33 +100,45 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
 
 
 def fit(model: nn.Module, data, *, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64,
-        weight_decay: float = 0.0, seed: int = 0, device="auto", progress: bool = True) -> nn.Module:
-    """Train ``model`` on ``data`` with Adam and cross-entropy; return it in eval mode on ``device``.
+        weight_decay: float = 0.0, seed: int = 0, device="auto", progress: bool = True,
+        optimizer: str = "adam", momentum: float = 0.9, schedule: str | None = None,
+        steps: int | None = None) -> nn.Module:
+    """Train ``model`` on ``data`` with cross-entropy; return it in eval mode on ``device``.
 
-    ``seed`` fixes the shuffling order (a local generator; the global RNG is untouched). The model
-    is trained in place (moved to ``device``) and also returned. The bar shows the last epoch's
-    mean training loss and accuracy.
+    ``optimizer``: ``"adam"`` or ``"sgd"`` (with ``momentum``); ``schedule="cosine"`` decays the
+    learning rate to 0 over the run; ``steps`` trains for that many batches instead of ``epochs``
+    passes. ``seed`` fixes the shuffling order (a local generator; the global RNG is untouched).
+    The model is trained in place (moved to ``device``) and also returned. The bar shows the last
+    epoch's mean training loss and accuracy.
     """
     epochs, lr, batch_size, weight_decay = _check_hyper(epochs, lr, batch_size, weight_decay)
+    steps = _check_recipe(optimizer, momentum, schedule, steps)
     x, y = _check_data(data)
     dev = resolve_device(device)
     model.to(dev).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = _optimizer(model.parameters(), optimizer, lr, momentum, weight_decay)
     g = seeded_generator(seed)
     n = len(y)
+    epochs, total = _plan(n, batch_size, epochs, steps)
+    step = 0
     bar = _epoch_bar(epochs, progress, "fit")
     for _ in bar:
-        total_loss, correct = 0.0, 0
+        seen, total_loss, correct = 0, 0.0, 0
         for idx in _batches(n, batch_size, g):
+            if step == total:
+                break
+            _set_lr(opt, lr, schedule, step, total)
             xb, yb = x[idx].to(dev), y[idx].to(dev)
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            step += 1
+            seen += len(idx)
             total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.detach().argmax(1) == yb).sum())
-        bar.set_postfix(loss=f"{total_loss / n:.3f}", acc=f"{correct / n:.3f}")
+        bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
     bar.close()
     return model.eval()
 
@@ -361,40 +410,49 @@ def _largest_activation(model: nn.Module, batch_size: int, sample_shape: tuple) 
     return max(sizes)
 
 
-def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_decay, dev, progress) -> None:
-    """The "fused" training loop; same order, loss and optimiser as `fit` for each model."""
+def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_decay, dev, progress,
+                    optimizer, momentum, schedule, steps) -> None:
+    """The "fused" training loop; same order, loss, optimiser and schedule as `fit` for each model."""
     k = len(models)
     for m in models:
         m.to(dev).train()
     fused = _FusedChunks(models, batch_size, tuple(_check_data(datasets[0])[0].shape[1:])).to(dev).train()
-    opt = torch.optim.Adam(list(fused.parameters()), lr=lr, weight_decay=weight_decay)
+    opt = _optimizer(list(fused.parameters()), optimizer, lr, momentum, weight_decay)
     xs = [_check_data(d)[0] for d in datasets]
     ys = [_check_data(d)[1] for d in datasets]
     gens = [seeded_generator(s) for s in seeds]
     n = len(ys[0])
+    epochs, total = _plan(n, batch_size, epochs, steps)
+    done = 0
     bar = _epoch_bar(epochs, progress, f"fit_many[fused, K={k}]")
     for _ in bar:
-        total_loss, correct = 0.0, 0
+        seen, total_loss, correct = 0, 0.0, 0
         orders = [_batches(n, batch_size, g) for g in gens]
-        for step in zip(*orders):
-            xb = torch.stack([x[i] for x, i in zip(xs, step)]).to(dev)
-            yb = torch.stack([y[i] for y, i in zip(ys, step)]).to(dev)
+        for batch in zip(*orders):
+            if done == total:
+                break
+            _set_lr(opt, lr, schedule, done, total)
+            xb = torch.stack([x[i] for x, i in zip(xs, batch)]).to(dev)
+            yb = torch.stack([y[i] for y, i in zip(ys, batch)]).to(dev)
             logits = fused(xb)  # (K, B, classes)
             # sum over models of each model's mean loss: model k's gradient is its own
             loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="sum") / yb.shape[1]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            done += 1
+            seen += yb.numel()
             total_loss += float(loss.detach()) * yb.shape[1]
             correct += int((logits.detach().argmax(-1) == yb).sum())
-        bar.set_postfix(loss=f"{total_loss / (n * k):.3f}", acc=f"{correct / (n * k):.3f}")
+        bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
     bar.close()
     fused.unfuse()
 
 
 def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[int], epochs: int = 10,
              lr: float = 1e-3, batch_size: int = 64, device="auto", progress: bool = True,
-             weight_decay: float = 0.0, strategy: str = "auto") -> list[nn.Module]:
+             weight_decay: float = 0.0, strategy: str = "auto", optimizer: str = "adam", momentum: float = 0.9,
+             schedule: str | None = None, steps: int | None = None) -> list[nn.Module]:
     """Train ``K = len(seeds)`` models at once and return them (eval mode, on ``device``).
 
     Model k is ``model_fn(seeds[k])``, trained on ``datasets[k]`` (or on ``datasets`` when it is
@@ -405,9 +463,12 @@ def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[
     ``strategy``: ``"fused"`` (K plain SmallCNN/MLP as one network with grouped convolutions and
     batched linear layers), ``"sequential"`` (a loop of :func:`fit`), or ``"auto"``: "fused" when
     the architecture allows it, else "sequential" (:func:`strategy_for` tells which).
-    bench/train_many.py measures the gain.
+    bench/train_many.py measures the gain. ``optimizer``, ``momentum``, ``schedule`` and ``steps``
+    as in :func:`fit`.
     """
     epochs, lr, batch_size, weight_decay = _check_hyper(epochs, lr, batch_size, weight_decay)
+    steps = _check_recipe(optimizer, momentum, schedule, steps)
+    recipe = dict(optimizer=optimizer, momentum=momentum, schedule=schedule, steps=steps)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     datasets, seeds = _check_many(datasets, seeds)
@@ -420,11 +481,11 @@ def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[
     dev = resolve_device(device)
     if strategy == "sequential":
         return [fit(m, d, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=s,
-                    device=dev, progress=progress) for m, d, s in zip(models, datasets, seeds)]
+                    device=dev, progress=progress, **recipe) for m, d, s in zip(models, datasets, seeds)]
     shapes = {tuple((n, tuple(t.shape)) for n, t in m.state_dict().items()) for m in models}
     if len(shapes) > 1:
         raise ValueError("model_fn must build models of one architecture (same parameter shapes) "
                          "for every seed")
     _train_together(models, datasets, seeds, epochs=epochs, lr=lr, batch_size=batch_size,
-                    weight_decay=weight_decay, dev=dev, progress=progress)
+                    weight_decay=weight_decay, dev=dev, progress=progress, **recipe)
     return [m.eval() for m in models]

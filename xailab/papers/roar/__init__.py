@@ -9,13 +9,13 @@
   with the other removal-based metrics; it is re-exported here for convenience.
 """
 from xailab.papers.roar.estimators import BASES, CONTROLS, PAPER_ESTIMATORS, relevance_maps
-from xailab.papers.roar.leakage import mask_only_accuracy, removal_masks
+from xailab.papers.roar.leakage import mask_only_accuracy, pattern_visibility, removal_masks
 from xailab.papers.roar.plot import plot, plot_families, plot_variants
-from xailab.papers.roar.result import VARIANTS, RoarResult
+from xailab.papers.roar.result import VARIANTS, RoarResult, rank_agreement
 from xailab.papers.roar.sweep import ModelFactory, process_pool, roar, run_cell
 from xailab.removal import keep, remove, removal_mask
 
 __all__ = ["BASES", "CONTROLS", "PAPER_ESTIMATORS", "VARIANTS", "ModelFactory", "RoarResult", "keep",
-           "mask_only_accuracy", "plot", "removal_masks",
-           "plot_families", "plot_variants", "process_pool", "relevance_maps", "removal_mask", "remove", "roar",
+           "mask_only_accuracy", "pattern_visibility", "plot", "removal_masks",
+           "plot_families", "plot_variants", "process_pool", "rank_agreement", "relevance_maps", "removal_mask", "remove", "roar",
            "run_cell"]

@@ -13,7 +13,7 @@ from xailab.papers.roar.estimators import CONTROLS
 from xailab.papers.roar.result import RoarResult
 
 _TITLES = {"roar": "ROAR: remove top, retrain", "keep": "KAR: keep top, retrain",
-           "no_retrain": "no retraining (original model)"}
+           "no_retrain": "remove top, original model (MoRF)", "no_retrain_keep": "keep top, original model (LeRF)"}
 
 
 def _draw(ax, result: RoarResult, names: Sequence[str], variant: str, title=None, chance=True):

@@ -2,22 +2,25 @@
 from __future__ import annotations
 
 import math
-
-import numpy as np
 from dataclasses import dataclass, field
 from typing import Iterator
 
-VARIANTS = ("roar", "keep", "no_retrain")
+import numpy as np
+
+#: ``roar`` remove the top fraction and retrain; ``keep`` remove the bottom fraction and retrain
+#: (KAR); ``no_retrain`` / ``no_retrain_keep`` the same removals scored by the explained model
+#: itself (ROAD's MoRF and LeRF curves when the fill is ``"noisy_linear"``).
+VARIANTS = ("roar", "keep", "no_retrain", "no_retrain_keep")
 
 
 @dataclass
 class RoarResult:
     """Records ``{"estimator", "variant", "fraction", "seed", "accuracy"}``.
 
-    ``fraction`` is always the fraction of features *removed*: for ``keep`` the least relevant
-    ones are removed (keep-and-retrain of the top ``1 - fraction``), for ``roar`` and
-    ``no_retrain`` the most relevant.  ``no_retrain`` is the explained model itself on the
-    ROAR-modified test set (``seed`` None).  ``meta`` holds the sweep's settings and ``chance``.
+    ``fraction`` is always the fraction of features *removed*: for ``keep`` and
+    ``no_retrain_keep`` the least relevant ones (the top ``1 - fraction`` are kept), for ``roar``
+    and ``no_retrain`` the most relevant.  The ``no_retrain`` variants score the explained model
+    itself on the modified test set (``seed`` None).  ``meta`` holds the sweep's settings and ``chance``.
     """
     records: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
@@ -110,3 +113,17 @@ class RoarResult:
     def __repr__(self) -> str:
         return (f"RoarResult({len(self.records)} records, estimators={self.estimators}, "
                 f"fractions={self.fractions}, variants={self.variants})")
+
+
+def rank_agreement(scores_a, scores_b) -> dict:
+    """How alike two benchmarks rank the same estimators: Spearman's ``rho`` between two
+    ``{estimator: score}`` mappings (their common estimators) and the one-sided p-value of
+    ``rho > 0`` under unrelated rankings (``scipy.stats.spearmanr``). Returns ``{"rho", "p",
+    "n"}``; a small ``p`` says the agreement is more than two unrelated rankings would show."""
+    from scipy.stats import spearmanr
+
+    common = [e for e in scores_a if e in scores_b]
+    if len(common) < 3:
+        raise ValueError(f"rank_agreement needs at least 3 common estimators, got {common}")
+    res = spearmanr([scores_a[e] for e in common], [scores_b[e] for e in common], alternative="greater")
+    return {"rho": float(res.statistic), "p": float(res.pvalue), "n": len(common)}

@@ -22,7 +22,7 @@ from xailab.papers.roar.result import VARIANTS, RoarResult
 from xailab.removal import RANK_BY, dataset_mean, replace_features
 from xailab.utils import check_fraction, check_positive, progress as progress_bar, resolve_device
 
-__all__ = ["roar", "ModelFactory", "process_pool", "run_cell"]
+__all__ = ["roar", "ModelFactory", "process_pool", "run_cell", "score_cell"]
 
 
 class ModelFactory:
@@ -65,12 +65,24 @@ def _strip(data):
     return data
 
 
-def modified(data, relevance: Tensor | None, fraction: float, *, top: bool, fill, rank_by: str, reduce: str):
+def modified(data, relevance: Tensor | None, fraction: float, *, top: bool, fill, rank_by: str, reduce: str,
+             **fill_options):
     """``data`` with the top (``top``) or bottom ``fraction`` of each sample's features removed."""
     if relevance is None or fraction == 0:
         return data
-    x = replace_features(data.x, relevance, fraction, top=top, rank_by=rank_by, reduce=reduce, fill=fill)
+    x = replace_features(data.x, relevance, fraction, top=top, rank_by=rank_by, reduce=reduce, fill=fill,
+                         **fill_options)
     return dataclasses.replace(data, x=x)
+
+
+def score_cell(task: dict) -> list[float]:
+    """The explained model's test accuracy with the top (or bottom) fraction removed, no retraining."""
+    from xailab.train import evaluate
+
+    how = dict(top=task["top"], fill=task["fill"], rank_by=task["rank_by"], reduce=task["reduce"],
+               **task["fill_options"])
+    return [evaluate(task["model"], modified(task["test"], task["rel_test"], task["fraction"], **how),
+                     device=task["device"])]
 
 
 def run_cell(task: dict) -> list[float]:
@@ -80,7 +92,8 @@ def run_cell(task: dict) -> list[float]:
     """
     from xailab.train import evaluate, fit_many
 
-    how = dict(top=task["top"], fill=task["fill"], rank_by=task["rank_by"], reduce=task["reduce"])
+    how = dict(top=task["top"], fill=task["fill"], rank_by=task["rank_by"], reduce=task["reduce"],
+               **task["fill_options"])
     train = modified(task["train"], task["rel_train"], task["fraction"], **how)
     test = modified(task["test"], task["rel_test"], task["fraction"], **how)
     models = fit_many(task["model_fn"], train, seeds=task["seeds"], epochs=task["epochs"], lr=task["lr"],
@@ -136,50 +149,50 @@ def _check_request(train, test, methods, given, fractions, seeds, variants, rank
     return fractions, seeds, variants
 
 
-def _cells(relevance: dict, fractions, variants, common: dict) -> list[tuple[list, float, dict]]:
-    """``[(labels [(estimator, variant)], fraction, task)]``: the shared fraction-0 cell, then one
-    cell per estimator, retraining variant and fraction."""
+def _cells(relevance: dict, fractions, variants, common: dict, model) -> list[tuple]:
+    """``[(function, task, labels [(estimator, variant)], fraction, seeds)]``: the shared
+    fraction-0 retraining cell, one retraining cell per estimator, variant and fraction, then one
+    scoring cell (no retraining) per estimator, variant and fraction."""
     retrain = [v for v in ("roar", "keep") if v in variants]
     cells = []
     if retrain and 0.0 in fractions:
         labels = [(e, v) for e in relevance for v in retrain]
-        cells.append((labels, 0.0, dict(common, rel_train=None, rel_test=None, fraction=0.0, top=True)))
+        cells.append((run_cell, dict(common, rel_train=None, rel_test=None, fraction=0.0, top=True),
+                      labels, 0.0, common["seeds"]))
     for label, (r_tr, r_te) in relevance.items():
         for v in retrain:
             for f in fractions:
                 if f > 0:
-                    cells.append(([(label, v)], f, dict(common, rel_train=r_tr, rel_test=r_te, fraction=f,
-                                                        top=(v == "roar"))))
+                    task = dict(common, rel_train=r_tr, rel_test=r_te, fraction=f, top=(v == "roar"))
+                    cells.append((run_cell, task, [(label, v)], f, common["seeds"]))
+    scoring = dict(common, model=model, train=None)
+    for label, (_, r_te) in relevance.items():
+        for v in ("no_retrain", "no_retrain_keep"):
+            if v in variants:
+                for f in fractions:
+                    task = dict(scoring, rel_test=r_te, fraction=f, top=(v == "no_retrain"))
+                    cells.append((score_cell, task, [(label, v)], f, [None]))
     return cells
 
 
 def _run(cells, executor, progress: bool) -> list[list[float]]:
     if executor is None:
-        return [run_cell(task) for _, _, task in progress_bar(cells, progress, desc="ROAR cells")]
-    futures = [executor.submit(run_cell, task) for _, _, task in cells]
+        return [fn(task) for fn, task, *_ in progress_bar(cells, progress, desc="ROAR cells")]
+    futures = [executor.submit(fn, task) for fn, task, *_ in cells]
     return [fut.result() for fut in progress_bar(futures, progress, desc="ROAR cells")]
 
 
-def _records(cells, accs, seeds) -> list[dict]:
-    records = []
-    for (labels, f, _), acc in zip(cells, accs):
-        for est, v in labels:
-            records += [dict(estimator=est, variant=v, fraction=f, seed=s, accuracy=a) for s, a in zip(seeds, acc)]
-    return records
-
-
-def _no_retrain_records(model, test, relevance, fractions, how: dict, device) -> list[dict]:
-    from xailab.train import evaluate
-
-    return [dict(estimator=label, variant="no_retrain", fraction=f, seed=None,
-                 accuracy=evaluate(model, modified(test, r_te, f, top=True, **how), device=device))
-            for label, (_, r_te) in relevance.items() for f in fractions]
+def _records(cells, accs) -> list[dict]:
+    return [dict(estimator=est, variant=v, fraction=f, seed=s, accuracy=a)
+            for (_, _, labels, f, seeds), acc in zip(cells, accs) for est, v in labels
+            for s, a in zip(seeds, acc)]
 
 
 def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fractions=(0, .1, .3, .5, .7, .9),
          seeds: int | Sequence[int] = 5, epochs: int = 10, explain_model: nn.Module | None = None, *,
-         variants: Sequence[str] = VARIANTS, rank_by: str = "pixel", reduce: str = "abs-sum",
+         variants: Sequence[str] = ("roar", "keep", "no_retrain"), rank_by: str = "pixel", reduce: str = "abs-sum",
          target: str = "predicted", defaults: Mapping | None = None, fill="dataset_mean",
+         fill_options: Mapping | None = None,
          lr: float = 1e-3, batch_size: int = 64, relevance_batch_size: int = 128, device="auto",
          cache_dir: str | os.PathLike | None = None, executor=None, progress: bool = True,
          ) -> RoarResult:
@@ -194,9 +207,11 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
       ``model_fn(seeds[0])`` trained on ``train``.  Its relevance for every train and test image is
       computed once per estimator (cached in ``cache_dir`` when given; see :func:`relevance_maps`).
     - ``fill``: what removed features become (:data:`xailab.removal.FILLS`); the default is the
-      *training set's* per-channel mean, the paper's fill.
-    - ``variants``: ``roar`` (remove the top fraction, retrain), ``keep`` (remove the bottom
-      fraction, retrain), ``no_retrain`` (the explained model on the ROAR test set).
+      *training set's* per-channel mean, the paper's fill. ``"noisy_linear"`` is ROAD's imputation;
+      ``fill_options`` go to the fill (``noise``, ``seed``, ``blur_sigma``).
+    - ``variants`` (:data:`VARIANTS`): ``roar`` (remove the top fraction, retrain), ``keep`` (remove
+      the bottom fraction, retrain), ``no_retrain`` / ``no_retrain_keep`` (the explained model on
+      the test set with the top / bottom fraction removed: ROAD's MoRF / LeRF with its fill).
     - ``seeds``: a count (``range(seeds)``) or explicit seeds; ``executor``: any
       ``concurrent.futures.Executor`` to run cells in parallel (same numbers as ``None``).
     """
@@ -207,7 +222,8 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
                                                 rank_by, reduce)
     device = resolve_device(device)
     train, test = _strip(train), _strip(test)
-    if explain_model is None and (methods or "no_retrain" in variants):   # only when something needs it
+    scored = {"no_retrain", "no_retrain_keep"} & set(variants)
+    if explain_model is None and (methods or scored):   # only when something needs it
         explain_model = fit(model_fn(seeds[0]), train, epochs=epochs, lr=lr, batch_size=batch_size,
                             seed=seeds[0], device=device, progress=False)
     if explain_model is not None:
@@ -222,20 +238,20 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
         computed = {label: (r_tr[label], r_te[label]) for label in methods}
     relevance = {label: computed[label] if label in computed else given[label] for label in order}
 
-    if isinstance(fill, str) and fill == "dataset_mean":   # one value per channel: cheap to ship to every cell
+    fill_name = fill if isinstance(fill, str) else "value"
+    if fill_name == "dataset_mean":                   # one value per channel: cheap to ship to every cell
         fill = dataset_mean(train.x)
-    how = dict(fill=fill, rank_by=rank_by, reduce=reduce)
     common = dict(model_fn=model_fn, train=train, test=test, seeds=seeds, epochs=epochs, lr=lr,
-                  batch_size=batch_size, device=device, **how)
-    cells = _cells(relevance, fractions, variants, common)
-    records = _records(cells, _run(cells, executor, progress), seeds)
-    if "no_retrain" in variants:
-        records += _no_retrain_records(explain_model, test, relevance, fractions, how, device)
+                  batch_size=batch_size, device=device, fill=fill, rank_by=rank_by, reduce=reduce,
+                  fill_options=dict(fill_options or {}))
+    cells = _cells(relevance, fractions, variants, common, explain_model)
+    records = _records(cells, _run(cells, executor, progress))
     rank = {v: i for i, v in enumerate(VARIANTS)}
     records.sort(key=lambda r: (order.index(r["estimator"]), rank[r["variant"]], r["fraction"],
                                 -1 if r["seed"] is None else r["seed"]))
     meta = dict(chance=1.0 / _num_classes(train, test), fractions=fractions, seeds=seeds, epochs=epochs,
                 rank_by=rank_by, reduce=reduce, target=target, defaults=dict(defaults or {}),
+                fill=fill_name,
                 explain_accuracy=None if explain_model is None else evaluate(explain_model, test, device=device))
     return RoarResult(records, meta)
 
