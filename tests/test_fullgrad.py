@@ -127,12 +127,11 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="train mode"):
         fgm.full_gradients(model.train(), x, 0)
     model.eval()
-    for act in (nn.Tanh(), nn.Sigmoid(), nn.GELU(), nn.Softplus()):
-        smooth = nn.Sequential(nn.Linear(4, 8), act, nn.Linear(8, 2)).eval()
-        with pytest.raises(ValueError, match=type(act).__name__):
-            fgm.completeness_gap(smooth, torch.randn(3, 4), 0)
-        # measured on request, and then visibly wrong rather than silently "complete"
-        assert fgm.completeness_gap(smooth, torch.randn(3, 4) + 2, 0, strict=False).max() > 1e-3
+    mixing = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2)).eval()
+    with pytest.raises(ValueError, match="LayerNorm"):
+        fgm.completeness_gap(mixing, torch.randn(3, 4), 0)
+    # measured on request, and then visibly wrong rather than silently "complete"
+    assert fgm.completeness_gap(mixing, torch.randn(3, 4) + 2, 0, strict=False).max() > 1e-3
     stats_free = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False),
                                nn.Flatten(), nn.Linear(2 * 4 * 4, 2)).eval()
     with pytest.raises(ValueError, match="running statistics"):
@@ -231,3 +230,35 @@ def test_smooth_fullgrad_averages_agree_for_one_noisy_copy():
     for post in ("abs", "signed"):
         torch.testing.assert_close(smooth_fullgrad(model, x, 2, n_samples=1, seed=5, post=post),
                                    smooth_fullgrad(model, x, 2, n_samples=1, seed=5, post=post, average="terms"))
+
+
+
+@pytest.mark.parametrize("act", [nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softplus, nn.ELU, nn.Hardswish])
+def test_implicit_biases_make_smooth_activations_complete(act):
+    """The paper's implicit biases sigma(z) - sigma'(z) z: completeness for any element-wise activation."""
+    g = torch.Generator().manual_seed(3)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        cnn = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), act(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1),
+                            nn.BatchNorm2d(8), act(), nn.Flatten(), nn.Linear(8 * 4 * 4, 16), act(),
+                            nn.Linear(16, 3))
+        mlp = nn.Sequential(nn.Linear(10, 32), act(), nn.Linear(32, 32), act(), nn.Linear(32, 4))
+    for net, x in ((cnn, torch.randn(6, 3, 8, 8, generator=g)), (mlp, torch.randn(6, 10, generator=g))):
+        net.train()
+        with torch.no_grad():
+            net(x)                                   # non-trivial batch-norm statistics
+        net.eval()
+        assert fgm.completeness_gap(net, x, 2).max() <= 1e-4                     # float32, as trained
+        assert fgm.completeness_gap(net.double(), x.double(), 2).max() <= 1e-10
+        net.float()
+        terms = fgm.full_gradients(net, x, 2)
+        implicit = [k for k in terms.bias if k.endswith("(implicit)")]
+        assert implicit and all(terms.bias[k].abs().sum() > 0 for k in implicit)
+        # without the implicit terms the split is visibly incomplete
+        partial = terms.total() - sum(terms.bias[k].flatten(1).sum(1) for k in implicit)
+        assert ((partial - terms.output).abs() / terms.output.abs()).max() > 1e-3
+
+
+def test_relu_networks_have_no_implicit_terms():
+    model, x = _model("cnn_bn", 0)
+    assert not [k for k in fgm.full_gradients(model, x, 1).bias if "implicit" in k]

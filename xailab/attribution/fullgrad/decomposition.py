@@ -17,6 +17,12 @@ Layers are found by identity: forward hooks on the Conv / Linear / BatchNorm *mo
 capture each call's output, so the order in which modules are defined does not matter, residual
 connections and modules called several times are fine (one term per call).
 
+Other element-wise activations (tanh, sigmoid, GELU, SiLU, softplus ... :data:`ELEMENTWISE`) are not
+homogeneous, but linearised at their input ``z`` each becomes ``sigma'(z) z + c`` with the *implicit
+bias* ``c = sigma(z) - sigma'(z) z``. The linearised network has the same value and the same
+gradients at ``x`` and is homogeneous in (input, explicit and implicit biases), so adding one term
+``grad_a f * c`` per such activation (``a`` its output) keeps the split exact.
+
 A convolution (or linear layer) feeding a batch-norm directly is *one* affine layer: by default
 (``merge_batchnorm=True``) its bias term and the batch-norm's are added into a single term,
 named after the convolution.  That term is exactly the bias term of the convolution obtained by
@@ -36,20 +42,27 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 
 from xailab.utils import as_targets, preserved_state, require_eval
 
-__all__ = ["AFFINE", "NOT_HOMOGENEOUS", "FullGradients", "full_gradients", "completeness_gap",
+__all__ = ["AFFINE", "ELEMENTWISE", "NOT_HOMOGENEOUS", "FullGradients", "full_gradients", "completeness_gap",
            "unsupported_modules"]
 
 #: Layers whose bias (explicit, or implicit for batch-norm) enters the decomposition.
 AFFINE = (_ConvNd, nn.Linear)
 
-#: Modules that are not positively homogeneous: the network is then not linear in (input, biases)
-#: along rays, the implicit biases of these non-linearities are missing, and the terms do not add
-#: up to f(x).  (Kinked-away-from-zero units such as ReLU6 / Hardtanh have such implicit biases too.)
-NOT_HOMOGENEOUS = (
+#: Element-wise non-linearities that are not positively homogeneous. Linearised at its input ``z``,
+#: each is ``sigma'(z) z + (sigma(z) - sigma'(z) z)``: a slope the gradient already carries plus an
+#: *implicit bias* ``sigma(z) - sigma'(z) z`` added after it, which enters the decomposition like any
+#: bias (the paper's treatment of general activations). ReLU, leaky ReLU and PReLU have none.
+ELEMENTWISE = (
     nn.Sigmoid, nn.Tanh, nn.GELU, nn.Softplus, nn.ELU, nn.SELU, nn.CELU, nn.SiLU, nn.Mish,
-    nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
-    nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Threshold, nn.Hardshrink, nn.Softshrink,
-    nn.LayerNorm, nn.GroupNorm, _InstanceNorm, nn.LocalResponseNorm, nn.MultiheadAttention,
+    nn.Hardtanh, nn.ReLU6, nn.Hardsigmoid, nn.Hardswish, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
+    nn.Threshold, nn.Hardshrink, nn.Softshrink,
+)
+
+#: Modules the decomposition cannot express: not element-wise and not positively homogeneous
+#: (each output mixes several inputs non-linearly), so the terms do not add up to f(x).
+NOT_HOMOGENEOUS = (
+    nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.LayerNorm, nn.GroupNorm, _InstanceNorm,
+    nn.LocalResponseNorm, nn.MultiheadAttention,
 )
 
 @dataclass
@@ -58,7 +71,8 @@ class FullGradients:
 
     ``input``: ``grad_x f * x``, shaped like ``x``.  ``bias``: layer name -> ``grad_z f * b``,
     shaped like that layer's output (in call order; a module called k times gives ``name#0`` ...
-    ``name#k-1``).  ``output``: the explained logits ``f(x)``, shape ``(N,)``.  ``gradients``:
+    ``name#k-1``); an element-wise non-linearity's implicit bias term is ``"<name> (implicit)"``.
+    ``output``: the explained logits ``f(x)``, shape ``(N,)``.  ``gradients``:
     layer name -> ``grad_z f`` (only with ``keep_gradients=True``; used by simple FullGrad).
     ``unsupported``: modules that break completeness (see :data:`NOT_HOMOGENEOUS`).
     """
@@ -167,7 +181,10 @@ def full_gradients(model: nn.Module, x: Tensor, target, *, merge_batchnorm: bool
         raise ValueError(f"x must be a batch tensor (N, ...), got {type(x).__name__} "
                          f"of shape {tuple(getattr(x, 'shape', ()))}")
     carriers = _bias_carriers(model)
+    activations = {m: name or "<model>" for name, m in model.named_modules() if isinstance(m, ELEMENTWISE)}
     calls: list[_Call] = []
+    act_calls: list[_Call] = []          # element-wise activations: output, and the input in `inputs`
+    inputs: list[Tensor] = []
     by_tensor: dict[int, int] = {}      # id(passed_on clone) -> call index (for conv -> BN pairs)
 
     def hook(module, args, output):
@@ -184,6 +201,14 @@ def full_gradients(model: nn.Module, x: Tensor, target, *, merge_batchnorm: bool
         # never rewrite the tensor whose gradient we ask for.
         return call.passed_on
 
+    def act_input(module, args):
+        inputs.append(args[0].detach().clone())        # before an in-place activation overwrites it
+
+    def act_output(module, args, output):
+        call = _Call(module, activations[module], output, output.clone())
+        act_calls.append(call)
+        return call.passed_on
+
     handles = []
     try:
         with preserved_state(model):
@@ -191,6 +216,9 @@ def full_gradients(model: nn.Module, x: Tensor, target, *, merge_batchnorm: bool
                 p.requires_grad_(False)
             for m in carriers:
                 handles.append(m.register_forward_hook(hook))
+            for m in activations:
+                handles.append(m.register_forward_pre_hook(act_input))
+                handles.append(m.register_forward_hook(act_output))
             xr = x.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 out = model(xr)
@@ -198,16 +226,31 @@ def full_gradients(model: nn.Module, x: Tensor, target, *, merge_batchnorm: bool
                     raise ValueError(f"model output must be logits (N, K), got shape {tuple(out.shape)}")
                 t = as_targets(target, x.shape[0], out.shape[1], device=out.device)
                 f = out.gather(1, t[:, None]).squeeze(1)
-                live = [c.output for c in calls if c.output.requires_grad]   # others: constants
+                every = calls + act_calls
+                live = [c.output for c in every if c.output.requires_grad]   # others: constants
                 grads = iter(torch.autograd.grad(f.sum(), [xr] + live, allow_unused=True))
                 gx = next(grads)
-                gz = [next(grads) if c.output.requires_grad else None for c in calls]
+                gz = [next(grads) if c.output.requires_grad else None for c in every]
     finally:
         for h in handles:
             h.remove()
     gx = gx if gx is not None else torch.zeros_like(x)
-    gz = [g if g is not None else torch.zeros_like(c.output) for g, c in zip(gz, calls)]
-    return _assemble(x, gx, gz, calls, f.detach(), keep_gradients, tuple(unsupported_modules(model)))
+    gz = [g if g is not None else torch.zeros_like(c.output) for g, c in zip(gz, calls + act_calls)]
+    fg = _assemble(x, gx, gz[:len(calls)], calls, f.detach(), keep_gradients, tuple(unsupported_modules(model)))
+    names = _name_calls(act_calls)
+    for c, z, g, name in zip(act_calls, inputs, gz[len(calls):], names):
+        fg.bias[f"{name} (implicit)"] = (g * _implicit_bias(c.module, z)).detach()
+    return fg
+
+
+def _implicit_bias(module: nn.Module, z: Tensor) -> Tensor:
+    """``sigma(z) - sigma'(z) z`` of an element-wise activation at its input ``z`` (the derivative
+    by autograd: for an element-wise map, the gradient of the sum is the derivative itself)."""
+    zz = z.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        y = module(zz.clone())                          # a clone: an in-place activation must not touch zz
+        (d,) = torch.autograd.grad(y.sum(), zz)
+    return (y - d * zz).detach()
 
 
 def _assemble(x, gx, gz, calls, f, keep_gradients, unsupported) -> FullGradients:
@@ -239,18 +282,18 @@ def completeness_gap(model: nn.Module, x: Tensor, target, *, merge_batchnorm: bo
                      strict: bool = True) -> Tensor:
     """Relative completeness error ``|sum of all full-gradient terms - f(x)| / |f(x)|`` per sample.
 
-    Exact (up to rounding) for networks that are positively homogeneous in (input, biases): affine
-    layers, batch-norm in eval mode, ReLU / leaky ReLU / PReLU, max- and average-pooling, identity,
-    flatten, dropout in eval mode, residual sums.  With ``strict=True`` (default) a model containing a
-    module that breaks this (sigmoid, tanh, GELU, softplus, layer-norm ...) raises a ValueError
-    naming it, rather than returning a number that only measures the missing implicit biases.
-    Functional non-linearities called inside ``forward`` cannot be seen; they show up as a large gap.
+    Exact (up to rounding) for networks of affine layers, batch-norm in eval mode, ReLU / leaky ReLU /
+    PReLU, max- and average-pooling, identity, flatten, dropout in eval mode, residual sums, and any
+    element-wise activation *module* (:data:`ELEMENTWISE`: tanh, sigmoid, GELU, SiLU, softplus ...,
+    through their implicit biases).  With ``strict=True`` (default) a model containing a module the
+    decomposition cannot express (softmax, layer-norm, attention ...) raises a ValueError naming it,
+    rather than returning a number that only measures what is missing.  Functional non-linearities
+    called inside ``forward`` (``torch.tanh``) cannot be seen; they show up as a large gap.
     """
     bad = unsupported_modules(model)
     if strict and bad:
-        raise ValueError("completeness holds only for piecewise-linear networks through zero "
-                         "(ReLU, leaky ReLU, max/avg-pool, eval batch-norm); this model has "
-                         f"{', '.join(bad)}, whose implicit biases the decomposition does not capture. "
+        raise ValueError("completeness holds for affine layers, eval batch-norm, pooling and element-wise "
+                         f"activations; this model has {', '.join(bad)}, which mix several inputs non-linearly. "
                          "Pass strict=False to measure the gap anyway.")
     fg = full_gradients(model, x, target, merge_batchnorm=merge_batchnorm)
     tiny = torch.finfo(fg.output.dtype).tiny
