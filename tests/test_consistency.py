@@ -70,3 +70,10 @@ def test_chance_corrected_agreement():
     b = torch.eye(4)[torch.zeros(20, dtype=torch.long)]
     assert prediction_agreement(a, b) == pytest.approx(0.25)
     assert prediction_agreement(a, b, chance_corrected=True) == pytest.approx(0.0)
+
+
+def test_distance_is_the_plain_euclidean_distance():
+    a, b = _rand(3, 2, 4, 4, seed=5), _rand(3, 2, 4, 4, seed=6)
+    got = consistency(a, b, "distance", reduce=None)
+    assert torch.allclose(got, (a - b).flatten(1).double().norm(dim=1))
+    assert torch.allclose(consistency(a, a, "distance", reduce=None), torch.zeros(3, dtype=torch.float64))

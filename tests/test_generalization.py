@@ -173,7 +173,7 @@ def test_trade_off_helpers():
     assert G.sgd_parameter_divergence(100, lipschitz=1.0, step_sizes=[0.1] * 10) == pytest.approx(0.02)
 
 
-# ----------------------------------------------------------------------------- experiment errors
+# ----------------------------------------------------------------------------- the experiment
 
 class _Tiny:
     def __init__(self, n, k):
@@ -183,13 +183,15 @@ class _Tiny:
         return self.n
 
 
-def test_split_factor_too_large_fails_before_training():
-    with pytest.raises(ValueError, match="split factor 8 is too large"):
-        G.disjoint_split_experiment(lambda s: nn.Linear(2, 2), _Tiny(100, 4), None,
-                                    split_factors=(2, 8), batch_size=16)
+def test_sizes_that_do_not_fit_fail_before_training():
+    with pytest.raises(ValueError, match="4 disjoint sets of 30 images need 120"):
+        G.disjoint_split_experiment(lambda s: nn.Linear(2, 2), _Tiny(100, 4), None, sizes=(20, 30), networks=4,
+                                    fit_options={"batch_size": 8})
     with pytest.raises(ValueError, match=">= 2"):
-        G.check_split_factor(100, 1, num_classes=2, batch_size=8)
-    assert G.check_split_factor(100, 4, num_classes=2, batch_size=8) == 25
+        G.check_sizes([10], 1, 100, num_classes=2, batch_size=8)
+    with pytest.raises(ValueError, match="too small"):
+        G.check_sizes([4], 2, 100, num_classes=2, batch_size=8)
+    assert G.check_sizes([25, 50], 2, 100, num_classes=2, batch_size=8) == [25, 50]
 
 
 def test_pairs():
@@ -199,7 +201,7 @@ def test_pairs():
         _pairs(4, "some")
 
 
-def test_experiment_end_to_end_on_a_tiny_problem():
+def test_experiment_end_to_end_with_noise_floors():
     from xailab.data import shapes
     from xailab.models import SmallCNN
 
@@ -207,16 +209,35 @@ def test_experiment_end_to_end_on_a_tiny_problem():
     train, test = data[:64], data[64:]
     methods = {"grad": "gradient", "SG": ("smoothgrad", {"sigma": 0.2, "n_samples": 2})}
     res = G.disjoint_split_experiment(lambda s: SmallCNN(3, 2, width=2, depth=1, input_size=8, seed=s),
-                                      train, test, split_factors=(2, 4), methods=methods, epochs=1,
-                                      batch_size=8, pairs="all", keep_maps=3, progress=False,
-                                      device="cpu")
-    assert {(r["k"], r["method"]) for r in res.rows} == {(k, m) for k in (2, 4) for m in methods}
-    assert len(res.select(k=4, method="grad")) == 6 and len(res.models[4]) == 4
+                                      train, test, sizes=(8, 16), networks=4, methods=methods,
+                                      fit_options=dict(steps=3, batch_size=8), pairs="all", keep_maps=3,
+                                      progress=False, device="cpu")
+    assert {(r["n"], r["method"]) for r in res.rows} == {(n, m) for n in (8, 16) for m in methods}
+    assert len(res.select(n=16, method="grad")) == 6 and len(res.models[16]) == 4
     for r in res.rows:
-        assert r["n_train"] == 64 // r["k"]
         assert 0 <= r["spearman"] <= 1 and 0 <= r["l2"] <= math.sqrt(2) + 1e-9 and 0 <= r["agreement"] <= 1
-    assert res.maps[(2, "SG")].shape == (2, 3, 1, 8, 8)
-    mean, std, count = res.summary("spearman")[(4, "SG")]
+    assert res.maps[(8, "SG")].shape == (4, 3, 1, 8, 8)
+    mean, std, count = res.summary("spearman")[(16, "SG")]
     assert count == 6 and 0 <= mean <= 1
+    sizes, ys, err = res.by_size("spearman", ["grad"])
+    assert sizes == [8, 16] and len(ys["grad"]) == 2
     # networks of a pair differ (own data, own initialisation), so their maps are not identical
-    assert not torch.equal(res.maps[(2, "grad")][0], res.maps[(2, "grad")][1])
+    assert not torch.equal(res.maps[(8, "grad")][0], res.maps[(8, "grad")][1])
+    # floors: the gradient has no Monte-Carlo floor (deterministic), SmoothGrad has one; both have an order floor
+    assert res.floor_of("l2", 8, "grad", "mc") is None and res.floor_of("l2", 8, "SG", "mc") > 0
+    assert res.floor_of("l2", 16, "grad", "order") >= 0
+
+
+def test_stability_fidelity_floor_and_limits():
+    from xailab.models import SmallCNN
+
+    torch.manual_seed(0)
+    a = SmallCNN(3, 2, width=4, depth=2, input_size=8, seed=1).eval()
+    b = SmallCNN(3, 2, width=4, depth=2, input_size=8, seed=2).eval()
+    x = _rand(6, 3, 8, 8, seed=9).abs()
+    few = G.stability_fidelity(a, b, x, 0, [1e-6, 0.3], n_samples=4)
+    many = G.stability_fidelity(a, b, x, 0, [1e-6, 0.3], n_samples=64)
+    assert many["fidelity"][0] < 1e-4 * max(many["gradient"], 1e-12) + 1e-8   # tiny sigma: SmoothGrad = gradient
+    assert many["floor"][1] < few["floor"][1]                                  # more samples, less Monte-Carlo noise
+    assert abs(many["stability"][0] - many["gradient"]) < 1e-4 * many["gradient"]
+    assert all(v >= 0 for v in many["stability"] + many["fidelity"] + many["floor"])

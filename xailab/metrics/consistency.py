@@ -14,7 +14,7 @@ from xailab.metrics._maps import pair, rank_pearson, relevance
 __all__ = ["CONSISTENCY", "rank_correlation", "ssim", "consistency", "prediction_agreement"]
 
 #: The measures :func:`consistency` offers.
-CONSISTENCY = ("spearman", "l2", "cosine", "topk")
+CONSISTENCY = ("spearman", "l2", "cosine", "topk", "distance")
 
 
 def rank_correlation(maps_a: Tensor, maps_b: Tensor) -> Tensor:
@@ -64,6 +64,8 @@ def consistency(maps_a, maps_b, metric: str = "spearman", *, reduce: str | None 
     * ``"cosine"`` — cosine similarity of the two maps in ``[-1, 1]`` (``[0, 1]`` for non-negative
       maps); equals ``1 - l2**2 / 2``.
     * ``"topk"`` — intersection over union of the top-``k`` fraction of pixels of each map.
+    * ``"distance"`` — the plain Euclidean distance ``||a - b||_2`` of the two maps, in the maps'
+      own units (the follow-up paper's stability and fidelity errors); *lower* is more consistent.
     """
     a, b = torch.as_tensor(maps_a), torch.as_tensor(maps_b)
     if a.shape != b.shape:
@@ -77,6 +79,8 @@ def consistency(maps_a, maps_b, metric: str = "spearman", *, reduce: str | None 
         ua = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-300)
         ub = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-300)
         return (ua - ub).norm(dim=-1) if metric == "l2" else (ua * ub).sum(-1)
+    if metric == "distance":
+        return (a - b).norm(dim=-1)
     if metric == "topk":
         if not 0 < k <= 1:
             raise ValueError(f"k must be a fraction in (0, 1], got {k!r}")

@@ -3,8 +3,10 @@
 A notebook calls :func:`check`; it prints the claim, its measured values (one per line) and the
 verdict, appends the record to a JSON-lines log (``$XAILAB_CLAIMS`` when the workbook runner sets
 it) and raises :class:`ClaimFailed` when the claim does not hold, so a headless run fails loudly.
-A claim that does not hold is recorded as "not reproduced (explained)" instead only with
-``honest=True``: the notebook shows, next to the cell, why it does not hold in this run.
+A claim that does not hold is recorded as "not reproduced (explained)" instead only when the
+notebook passes ``explained_by=(condition, reason)`` and the condition — something the notebook
+*measured in this run* that accounts for the failure (a failed premise, a leak, a ceiling) — is
+true; the reason is recorded with the verdict. Otherwise the run fails.
 """
 from __future__ import annotations
 
@@ -52,28 +54,38 @@ class Claim:
     holds: bool
     verdict: str
     values: list = field(default_factory=list)   # [[name, text], ...]: one row per measured value
+    reason: str = ""                              # why it does not reproduce (explained verdicts only)
     notebook: str = field(default_factory=lambda: os.environ.get(NOTEBOOK_ENV, ""))
 
 
-def check(paper: str, claim: str, holds: bool, value=None, *, honest: bool = False) -> Claim:
+def check(paper: str, claim: str, holds: bool, value=None, *, explained_by: tuple[bool, str] | None = None) -> Claim:
     """Print and record ``claim`` from ``paper`` with the measured ``value`` (a number, or a dict
     ``{name: value}`` naming each measured quantity as the notebook's text does).
 
-    ``holds`` is the test the notebook computed from its measurements.  When it is false the
-    call raises :class:`ClaimFailed`, unless ``honest=True``: the notebook then states, next to
-    the cell, that the claim does not reproduce, and the verdict says so.
+    ``holds`` is the test the notebook computed from its measurements.  When it is false the call
+    raises :class:`ClaimFailed`, unless ``explained_by=(condition, reason)`` is given and
+    ``condition`` — measured in this run — is true: the claim is then recorded as not reproduced
+    for that ``reason``.
     """
     holds = bool(holds)
-    verdict = REPRODUCED if holds else (EXPLAINED if honest else FAILED)
-    record = Claim(paper=paper, claim=claim, value=fmt(value), holds=holds, verdict=verdict, values=_lines(value))
-    mark = "✔" if holds else ("≈" if honest else "✘")
+    if explained_by is not None and not (isinstance(explained_by, tuple) and len(explained_by) == 2
+                                         and isinstance(explained_by[1], str)):
+        raise TypeError("explained_by must be a (condition, reason) pair")
+    explained = not holds and explained_by is not None and bool(explained_by[0])
+    verdict = REPRODUCED if holds else (EXPLAINED if explained else FAILED)
+    reason = explained_by[1] if explained else ""
+    record = Claim(paper=paper, claim=claim, value=fmt(value), holds=holds, verdict=verdict, values=_lines(value),
+                   reason=reason)
+    mark = "✔" if holds else ("≈" if explained else "✘")
     shown = "\n".join(f"      {k + ': ' if k else ''}{v}" for k, v in record.values)
-    print(f"{mark} [{paper}] {claim}\n    measured:\n{shown}\n    verdict: {verdict}")
+    why = f"\n    because: {reason}" if reason else ""
+    print(f"{mark} [{paper}] {claim}\n    measured:\n{shown}\n    verdict: {verdict}{why}")
     log = os.environ.get(LOG_ENV)
     if log:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as f:
             f.write(json.dumps(asdict(record)) + "\n")
-    if not holds and not honest:
-        raise ClaimFailed(f"claim did not reproduce: [{paper}] {claim} (measured {record.value})")
+    if verdict == FAILED:
+        unexplained = "" if explained_by is None else f"; the stated explanation ({explained_by[1]}) is not true here"
+        raise ClaimFailed(f"claim did not reproduce: [{paper}] {claim} (measured {record.value}){unexplained}")
     return record

@@ -49,6 +49,10 @@ def _value_lines(c: dict) -> list[str]:
     return [f"{k}: {v}" if k else v for k, v in rows]
 
 
+def _verdict(c: dict) -> str:
+    return f"{c['verdict']}: {c['reason']}" if c.get("reason") else c["verdict"]
+
+
 def claims_markdown(outcomes, quick: bool) -> str:
     mode = "quick (CI-sized)" if quick else "default"
     lines = ["# What reproduces", "",
@@ -61,7 +65,7 @@ def claims_markdown(outcomes, quick: bool) -> str:
     for o in outcomes:
         for c in o.claims:
             measured = "<br>".join(esc(line) for line in _value_lines(c))
-            lines.append(f"| {esc(c['paper'])} | {esc(c['claim'])} | {measured} | {c['verdict']} | {o.name} |")
+            lines.append(f"| {esc(c['paper'])} | {esc(c['claim'])} | {measured} | {esc(_verdict(c))} | {o.name} |")
         if not o.ok:
             lines.append(f"| — | notebook did not finish | {esc(o.error)} | FAILED | {o.name} |")
     return "\n".join(lines) + "\n"
@@ -78,7 +82,7 @@ def index_html(outcomes, out: Path, quick: bool) -> str:
             css = "ok" if c["holds"] else ("honest" if c["verdict"] == EXPLAINED else "bad")
             measured = "<br>".join(esc(line) for line in _value_lines(c))
             rows.append(f"<tr class='{css}'><td>{esc(c['paper'])}</td><td>{esc(c['claim'])}</td>"
-                        f"<td class='values'>{measured}</td><td>{esc(c['verdict'])}</td>"
+                        f"<td class='values'>{measured}</td><td>{esc(_verdict(c))}</td>"
                         f"<td><a href='{esc(o.name)}.html'>{esc(o.name)}</a></td></tr>")
         if not o.ok:
             rows.append(f"<tr class='bad'><td>—</td><td>notebook did not finish</td><td>{esc(o.error)}</td>"

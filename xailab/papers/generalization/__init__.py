@@ -14,7 +14,7 @@ from xailab.papers.generalization.bounds import (SQRT_2_OVER_PI, balancing_sigma
                                                  fidelity_bound, gradient_bound, gradient_map_complexity,
                                                  margin_bound, sgd_parameter_divergence, smoothgrad_bound,
                                                  smoothgrad_lipschitz, stability_bound)
-from xailab.papers.generalization.experiment import (DEFAULT_METHODS, SplitResults, check_split_factor,
+from xailab.papers.generalization.experiment import (DEFAULT_METHODS, SplitResults, check_sizes,
                                                      disjoint_split_experiment)
 from xailab.papers.generalization.norms import (conv_dense_matrix, conv_spectral_norm, group_norm_21, layer_norms,
                                                 linear_layers, linear_spectral_norm, margins,
@@ -23,7 +23,7 @@ from xailab.papers.generalization.plots import side_by_side
 from xailab.papers.generalization.stability import stability_fidelity
 
 __all__ = ["DEFAULT_METHODS", "SQRT_2_OVER_PI", "SplitResults", "balancing_sigma", "bound_inputs",
-           "check_split_factor", "conv_dense_matrix", "conv_spectral_norm", "crossing_point",
+           "check_sizes", "conv_dense_matrix", "conv_spectral_norm", "crossing_point",
            "disjoint_split_experiment", "fidelity_bound", "gradient_bound", "gradient_map_complexity",
            "group_norm_21", "layer_norms", "linear_layers", "linear_spectral_norm", "margin_bound", "margins",
            "model_spectral_complexity", "norms_table", "sgd_parameter_divergence", "side_by_side", "smoothgrad_bound", "smoothgrad_lipschitz",
