@@ -165,6 +165,7 @@ def test_add_trigger_fraction_extremes_and_one_channel():
     (dict(target_class=0, fraction=1.5), "fraction"), (dict(target_class=0, fraction=-0.1), "fraction"),
     (dict(target_class=4, fraction=0.1), "target_class"), (dict(target_class=-1, fraction=0.1), "target_class"),
     (dict(target_class=0, fraction=0.1, designs=(0, 9)), "designs"),
+    (dict(target_class=0, fraction=0.1, opacity=0.0), "opacity"), (dict(target_class=0, fraction=0.1, opacity=1.5), "opacity"),
 ])
 def test_add_trigger_rejects_bad_arguments(sh, kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -183,6 +184,17 @@ def test_stamp_trigger_at_given_and_random_positions():
         D.stamp_trigger(x, 99)
     with pytest.raises(ValueError, match="position"):
         D.stamp_trigger(x, 0, position=(14, 0), size=4)
+
+
+def test_stamp_trigger_opacity_blends_the_patch_with_the_image():
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    full, mask = D.stamp_trigger(x, 1, position=(3, 4), size=5)
+    faint, mask_faint = D.stamp_trigger(x, 1, position=(3, 4), size=5, opacity=0.3)
+    assert torch.equal(mask, mask_faint)                       # the ground truth is where the patch is
+    # blending is linear in the opacity: faint = x + 0.3 (full - x), exactly where the patch is opaque
+    assert torch.allclose(faint, x + 0.3 * (full - x), atol=1e-6)
+    tr = D.add_trigger(D.shapes(40, size=16, seed=0), target_class=0, fraction=1.0, seed=1, opacity=0.5)
+    assert tr.triggered.any() and (tr.data.mask.sum((1, 2, 3)) > 0).eq(tr.triggered).all()
 
 
 # ---------------------------------------------------------------- ROAR toy data

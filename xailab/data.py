@@ -380,8 +380,15 @@ def _positions(n: int, h: int, w: int, size: int, avoid: Tensor | None, g: torch
     return torch.stack([flat // pw, flat % pw], 1)
 
 
-def _stamp(x: Tensor, designs: Tensor, pos: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Stamp patch ``designs[i]`` at ``pos[i]`` on image ``x[i]``; returns (stamped copy, masks)."""
+def _check_opacity(opacity: float) -> float:
+    if isinstance(opacity, bool) or not isinstance(opacity, (int, float)) or not 0 < opacity <= 1:
+        raise ValueError(f"opacity must be a number in (0, 1], got {opacity!r}")
+    return float(opacity)
+
+
+def _stamp(x: Tensor, designs: Tensor, pos: Tensor, size: int, opacity: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Stamp patch ``designs[i]`` at ``pos[i]`` on image ``x[i]``, blended with weight ``opacity``;
+    returns (stamped copy, masks). The masks mark the patch's pixels whatever the opacity."""
     n, ch, h, w = x.shape
     out, mask = x.clone(), torch.zeros(n, 1, h, w, dtype=x.dtype, device=x.device)
     ar = torch.arange(size, device=x.device)
@@ -392,13 +399,13 @@ def _stamp(x: Tensor, designs: Tensor, pos: Tensor, size: int) -> tuple[Tensor, 
         # advanced indexing of every image's size x size box at once: boxes are (B, s, s, C)
         bi, rr, cc = sel[:, None, None], p[:, 0, None, None] + ar[:, None], p[:, 1, None, None] + ar
         pat, alp = pattern.permute(1, 2, 0), alpha.permute(1, 2, 0)
-        out[bi, :, rr, cc] = alp * pat + (1 - alp) * out[bi, :, rr, cc]
+        out[bi, :, rr, cc] = opacity * alp * pat + (1 - opacity * alp) * out[bi, :, rr, cc]
         mask[bi, :, rr, cc] = alp.expand(len(sel), -1, -1, -1)
     return out, mask
 
 
 def stamp_trigger(x: Tensor, design: int, position=None, seed: int = 0, *,
-                  size: int | None = None) -> tuple[Tensor, Tensor]:
+                  size: int | None = None, opacity: float = 1.0) -> tuple[Tensor, Tensor]:
     """Stamp trigger ``design`` on every image of the batch ``x`` (N, C, H, W).
 
     ``position`` is a (row, col) top-left corner for all images, an (N, 2) tensor of corners, or
@@ -418,7 +425,7 @@ def stamp_trigger(x: Tensor, design: int, position=None, seed: int = 0, *,
         if pos.shape != (n, 2) or (pos < 0).any() or (pos[:, 0] > h - size).any() or (pos[:, 1] > w - size).any():
             raise ValueError(f"position must be (row, col) or (N, 2) corners keeping the {size}-px patch "
                              f"inside the {h}x{w} image, got {position!r}")
-    return _stamp(x, torch.full((n,), design), pos, size)
+    return _stamp(x, torch.full((n,), design), pos, size, _check_opacity(opacity))
 
 
 @dataclass
@@ -439,7 +446,7 @@ class Triggered:
 
 def add_trigger(data: Data, *, target_class: int, fraction: float, seed: int = 0,
                 designs: Sequence[int] = (0, 1, 2), size: int | None = None,
-                avoid_object: bool = True) -> Triggered:
+                avoid_object: bool = True, opacity: float = 1.0) -> Triggered:
     """Stamp a trojan patch on a ``fraction`` of the images NOT already of ``target_class`` and
     relabel them ``target_class`` (images of the target class are never stamped: their label would
     not change, so they teach nothing about the trigger).
@@ -448,6 +455,8 @@ def add_trigger(data: Data, *, target_class: int, fraction: float, seed: int = 0
     :data:`TRIGGER_DESIGNS`; SPADE calibrates on some designs and evaluates on others), of
     ``size`` pixels (default ~19 % of the image side), at a random position that avoids the
     object mask when ``data.mask`` exists and ``avoid_object`` (as far as the image allows).
+    ``opacity`` in (0, 1] blends the patch with the image: a fainter trigger, which a network
+    must learn alongside the real classes rather than instead of looking at them.
     """
     if data.x.ndim != 4:
         raise ValueError(f"data must hold images (N, C, H, W), got x of shape {tuple(data.x.shape)}")
@@ -473,7 +482,7 @@ def add_trigger(data: Data, *, target_class: int, fraction: float, seed: int = 0
     pos = _positions(len(chosen), h, w, size, avoid, g)
 
     x, mask = data.x.clone(), torch.zeros(n, 1, h, w, dtype=data.x.dtype, device=data.x.device)
-    stamped, m = _stamp(data.x[chosen.to(data.x.device)], design[chosen], pos, size)
+    stamped, m = _stamp(data.x[chosen.to(data.x.device)], design[chosen], pos, size, _check_opacity(opacity))
     x[chosen.to(x.device)], mask[chosen.to(x.device)] = stamped, m
     new_y = data.y.clone()
     new_y[triggered.to(new_y.device)] = target_class
