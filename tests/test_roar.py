@@ -256,3 +256,16 @@ def test_mask_leakage_and_pattern_visibility_separate_a_class_shaped_removal_fro
     hidden = fill_removed(data.x, rnd, "noisy_linear", noise=0.06)
     unseen = pattern_visibility(hidden[:450], rnd[:450], hidden[450:], rnd[450:], epochs=2, seed=0)
     assert seen > 0.95 and unseen < 0.65
+
+
+def test_paired_difference_over_seeds():
+    from xailab.papers.roar import RoarResult
+
+    rows = [dict(estimator=e, variant="roar", fraction=f, seed=s, accuracy=a)
+            for e, f, s, a in [("a", 0.5, 0, 0.6), ("a", 0.5, 1, 0.8), ("b", 0.5, 0, 0.5), ("b", 0.5, 1, 0.6),
+                               ("a", 0.9, 0, 0.4), ("a", 0.9, 1, 0.4), ("b", 0.9, 0, 0.5), ("b", 0.9, 1, 0.5)]]
+    res = RoarResult(rows)
+    assert res.per_seed("a") == pytest.approx({0: 0.5, 1: 0.6})
+    d = res.difference("a", "b")                       # per seed: 0.5 - 0.5 = 0 and 0.6 - 0.55 = 0.05
+    assert d["mean"] == pytest.approx(0.025) and d["se"] == pytest.approx(0.025) and d["n"] == 2
+    assert res.difference("a", "b", fractions=[0.5])["mean"] == pytest.approx(0.15)

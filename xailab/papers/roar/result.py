@@ -83,6 +83,25 @@ class RoarResult:
         fractions = [f for f in self.fractions if f > 0] if fractions is None else list(fractions)
         return float(np.mean([self.accuracy(estimator, f, variant) for f in fractions]))
 
+    def per_seed(self, estimator: str, fractions=None, variant: str = "roar") -> dict:
+        """``{seed: mean accuracy over fractions}`` (default fractions: every one above 0)."""
+        fractions = [f for f in self.fractions if f > 0] if fractions is None else list(fractions)
+        out: dict = {}
+        for r in self.filter(estimator, variant, list(fractions)):
+            out.setdefault(r["seed"], []).append(r["accuracy"])
+        return {s: float(np.mean(v)) for s, v in out.items() if len(v) == len(fractions)}
+
+    def difference(self, a: str, b: str, fractions=None, variant: str = "roar") -> dict:
+        """Accuracy of ``a`` minus accuracy of ``b`` (mean over ``fractions``), paired by seed (the
+        same seed initialises both retrained models): ``{"mean", "se", "n"}`` with the standard
+        error over seeds (0 for one seed)."""
+        pa, pb = self.per_seed(a, fractions, variant), self.per_seed(b, fractions, variant)
+        d = [pa[s] - pb[s] for s in pa if s in pb]
+        if not d:
+            raise KeyError(f"no common seeds for {a!r} and {b!r} in variant {variant!r}")
+        se = float(np.std(d, ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
+        return {"mean": float(np.mean(d)), "se": se, "n": len(d)}
+
     def curve(self, estimator: str, variant: str = "roar") -> tuple[list[float], list[list[float]]]:
         """``(fractions, runs)``: ``runs[k]`` = accuracies of run k at each fraction (seeds as runs)."""
         sub = self.filter(estimator, variant)
