@@ -110,28 +110,31 @@ def signed_ranking(maps: Tensor) -> Tensor:
 
 
 def flip_experiment(model: nn.Module, x: Tensor, y: Tensor, pairs: Sequence[tuple[int, int]],
-                    methods: Mapping, fractions=(0.05, 0.1, 0.2)) -> tuple[dict, dict]:
+                    methods: Mapping, fractions=(0.05, 0.1, 0.2), *, seed: int = 0) -> tuple[dict, dict]:
     """Digit flipping for every ``(a, b)`` of ``pairs`` on the images of class ``a`` and every
     method of ``methods`` (a method table), ranked by ``S_a - S_b`` and by ``S_a`` alone.
 
-    Returns ``({"a - b" | "a only": {label: mean drop per fraction}}, {label: S_a - S_b of the
-    first image of the first pair})``."""
+    Stochastic methods (the ``random`` control, SmoothGrad ...) draw ``S_a`` and ``S_b`` from
+    different seeds (``seed`` and ``seed + 1``): a random control must give a random difference,
+    not ``S_a - S_a = 0`` (whose stable sort would erase the top rows of every image).
+
+    Returns ``({"a - b" | "a only": {label: drop per fraction and image, (F, N)}}, {label: S_a - S_b
+    of the first image of the first pair})``, images of all pairs side by side."""
     flip = {"a - b": {k: [] for k in methods}, "a only": {k: [] for k in methods}}
     examples = {}
     for a, b in pairs:
         xa = x[y == a]
         if len(xa) == 0:
             continue
-        sa = method_maps(model, xa, a, methods)
-        sb = method_maps(model, xa, b, methods)
+        sa = method_maps(model, xa, a, methods, seed=seed)
+        sb = method_maps(model, xa, b, methods, seed=seed + 1)
         for label in methods:
             flip["a - b"][label].append(flip_test(model, xa, a, sa[label], contrast=b, contrast_maps=sb[label],
                                                   fractions=fractions))
             flip["a only"][label].append(flip_test(model, xa, a, sa[label], contrast=b, fractions=fractions))
             if (a, b) == tuple(pairs[0]):
                 examples[label] = sa[label][:1] - sb[label][:1]
-    mean = {mode: {k: torch.cat(v, 1).mean(1).cpu() for k, v in rows.items()} for mode, rows in flip.items()}
-    return mean, examples
+    return {mode: {k: torch.cat(v, 1).cpu() for k, v in rows.items()} for mode, rows in flip.items()}, examples
 
 
 def folding_comparison(model: nn.Module, folded: nn.Module, x: Tensor, target) -> dict[tuple, dict]:

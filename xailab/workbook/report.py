@@ -61,7 +61,7 @@ def claims_markdown(outcomes, quick: bool) -> str:
     lines += [f"| {s['paper']} | {s['claims']} | {s['reproduced']} | {s['explained']} | {s['failed']} |"
               for s in summary(outcomes)]
     lines += ["", "| paper | claim | measured | verdict | notebook |", "|---|---|---|---|---|"]
-    esc = lambda t: t.replace("|", "\\|")  # noqa: E731
+    esc = lambda t: t.replace("|", "\\|").replace("\n", " ")  # noqa: E731
     for o in outcomes:
         for c in o.claims:
             measured = "<br>".join(esc(line) for line in _value_lines(c))
