@@ -9,17 +9,19 @@ layers with more than ``--obc-max-cols`` inputs per row fall back to ``fast`` in
 the fast/exact ratio is therefore also printed on the layers OBC actually solved, which is the
 like-for-like number. Mean relative reconstruction error per solver on those layers too.
 Run: ``python bench/spade.py [--views 128] [--repeats 3] [--obc-repeats 2] [--sparsity 0.7]
-[--obc-max-cols 300]``; about a minute on one core.
+[--obc-max-cols 300] [--batch 4]``; a few minutes on one core. Last, the same batched traces on
+CPU and, when a GPU is present, on CUDA, with the speed-up.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
 
 from xailab.models import SmallResNet
-from xailab.papers.spade import trace
+from xailab.papers.spade import trace, trace_batch
 
 
 def run(model, x, solver, args):
@@ -35,6 +37,7 @@ def main():
     ap.add_argument("--obc-repeats", type=int, default=2, help="repeats for OBC (~50 s each)")
     ap.add_argument("--sparsity", type=float, default=0.7)
     ap.add_argument("--obc-max-cols", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=4, help="images per batched trace in the device comparison")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = SmallResNet(num_classes=10, width=16, blocks=(1, 1, 1), seed=0).eval()
@@ -70,6 +73,35 @@ def main():
     print("mean relative reconstruction error on those layers: "
           + ", ".join(f"{s} {err_on(s, obc_layers):.4f}" for s in ("magnitude", "fast", "obc")))
     print(f"capture share of the fast trace: {med['fast'][0] / sum(med['fast']):.0%}")
+    devices(model, args)
+
+
+def per_image(model, xs, solver, device, args) -> float:
+    """Seconds per image of one batched trace of ``xs`` (capture batched on ``device``)."""
+    t0 = time.perf_counter()
+    trace_batch(model, xs, args.sparsity, solver=solver, n_views=args.views, seed=0, device=device,
+                progress=False, obc_max_cols=args.obc_max_cols)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / len(xs)
+
+
+def devices(model, args) -> None:
+    """The same batched traces on CPU and, where there is one, on CUDA, side by side."""
+    xs = torch.rand(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    if not torch.cuda.is_available():
+        print("CUDA: not available on this machine (torch.cuda.is_available() is False); CPU numbers only")
+    names = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"batched traces of {args.batch} images, seconds per image, median of {args.repeats}:")
+    for solver in ("fast", "obc"):
+        reps = 1 if solver == "obc" else args.repeats
+        sec = {}
+        for dev in names:
+            per_image(model, xs[:1], solver, dev, argparse.Namespace(**{**vars(args), "views": 8}))   # warm-up
+            sec[dev] = statistics.median(per_image(model, xs, solver, dev, args) for _ in range(reps))
+        line = "  ".join(f"{d} {v:.3f} s" for d, v in sec.items())
+        ratio = f"  (cpu/cuda speed-up {sec['cpu'] / sec['cuda']:.1f}x)" if "cuda" in sec else ""
+        print(f"  {solver:5s} {line}{ratio}")
 
 
 if __name__ == "__main__":

@@ -251,3 +251,59 @@ def test_execution_order_follows_the_forward_pass():
             return self.late(self.early(x).mean((2, 3)))
 
     assert [n for n, _ in execution_order(Rev(), _image(0))] == ["early", "late"]
+
+
+def test_report_says_whether_the_trace_still_predicts_like_the_dense_model():
+    model = Tiny().eval()
+    x = _image(3)
+    t, report = trace(model, x, 0.0, **OPTS)
+    assert report.agrees_on_input and report.view_agreement == 1.0       # sparsity 0: the dense model itself
+    t, report = trace(model, x, 0.6, **OPTS)
+    with torch.no_grad():
+        same = bool(t(x).argmax(1) == model(x).argmax(1))
+    assert report.agrees_on_input == same and 0.0 <= report.view_agreement <= 1.0
+
+
+def test_layer_conditioning_counts_what_the_views_constrain():
+    from xailab.papers.spade import layer_conditioning
+
+    model = Tiny().eval()
+    few = {r["name"]: r for r in layer_conditioning(model, _image(1), n_views=2, seed=0)}
+    many = {r["name"]: r for r in layer_conditioning(model, _image(1), n_views=48, seed=0)}
+    assert list(few) == ["stem", "grouped", "depthwise", "conv", "fc"]
+    fc = model.fc.in_features
+    assert few["fc"]["cols"] == fc and few["fc"]["samples"] == 2 and few["fc"]["rank"] <= 2   # rank <= views
+    assert many["fc"]["rank"] > few["fc"]["rank"]
+    for r in many.values():
+        assert r["rank"] <= r["cols"] and r["condition_damped"] <= r["condition"] + 1e-9
+
+
+# ---- CUDA (skipped where there is no GPU; see tests/conftest.py) ---------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("solver", ["fast", "obc"])
+def test_solvers_on_cuda_match_cpu(solver):
+    W, H = _real_problem("conv")
+    on_cpu = prune_fast(W, H, 0.6) if solver == "fast" else prune_obc(W, H, 0.6)
+    on_gpu = (prune_fast(W.cuda(), H.cuda(), 0.6) if solver == "fast" else prune_obc(W.cuda(), H.cuda(), 0.6)).cpu()
+    assert on_gpu.dtype == on_cpu.dtype
+    # float64 on both devices: the same weights are kept and the re-fitted values agree closely
+    assert ((on_gpu == 0) == (on_cpu == 0)).float().mean() > 0.999
+    assert torch.allclose(on_gpu, on_cpu, atol=1e-8)
+
+
+@pytest.mark.cuda
+def test_trace_runs_on_cuda_like_on_cpu_and_auto_picks_cuda():
+    model = Tiny().eval()
+    xs = _image(6, n=3)
+    cpu = trace_batch(model, xs, 0.5, n_views=8, progress=False, device="cpu")
+    gpu = trace_batch(model, xs, 0.5, n_views=8, progress=False, device="auto")
+    assert next(gpu[0].model.parameters()).is_cuda and next(model.parameters()).device.type == "cpu"
+    for a, b in zip(cpu, gpu):
+        for name in ("grouped", "depthwise", "conv", "fc"):
+            wa, wb = a.model.get_submodule(name).weight, b.model.get_submodule(name).weight.cpu()
+            assert ((wa == 0) == (wb == 0)).float().mean() > 0.99
+            assert torch.allclose(wa, wb, atol=1e-4)
+        assert b.report.agrees_on_input == a.report.agrees_on_input
+    zero = trace(model, xs[0], 0.0, n_views=8, progress=False, device="cuda")
+    assert torch.allclose(zero.model(xs[:1].cuda()).cpu(), model(xs[:1]), atol=1e-5)

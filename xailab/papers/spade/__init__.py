@@ -9,8 +9,9 @@ from xailab.papers.spade.augment import augment
 from xailab.papers.spade.schedule import layer_sparsities
 from xailab.papers.spade.solvers import (hessian, prune, prune_fast, prune_magnitude, prune_obc,
                                   reconstruction_error)
-from xailab.papers.spade.trace import Trace, TraceReport, explain, kept_masks, overlap, trace, trace_batch
+from xailab.papers.spade.trace import (Trace, TraceReport, explain, kept_masks, layer_conditioning, overlap, trace,
+                                      trace_batch)
 
 __all__ = ["augment", "layer_sparsities", "hessian", "prune", "prune_fast", "prune_magnitude",
-           "prune_obc", "reconstruction_error", "Trace", "TraceReport", "explain", "kept_masks", "overlap",
-           "trace", "trace_batch"]
+           "prune_obc", "reconstruction_error", "Trace", "TraceReport", "explain", "kept_masks",
+           "layer_conditioning", "overlap", "trace", "trace_batch"]

@@ -1,6 +1,6 @@
 """The trojan evaluation of SPADE at laptop scale.
 
-A SmallCNN is trained on ``shapes`` where a fraction of the images carry a trigger patch (several
+A small network is trained on ``shapes`` where a fraction of the images carry a trigger patch (several
 designs) and are relabelled to a target class. Test images are stamped too, and only those whose
 prediction the trigger flips to the target class are kept: for them the trigger mask is the
 ground truth of "why the model says target". Test images are split into a *calibration* set and
@@ -57,7 +57,12 @@ class TrojanTask:
     eval_label: torch.Tensor
     eval_design: torch.Tensor
     clean_x: torch.Tensor           # clean test images of the target class the model gets right
+    eval_object: torch.Tensor | None = None    # object masks of the evaluation images (N, 1, H, W)
+    other_x: torch.Tensor | None = None        # clean test images of the other classes
     info: dict = field(default_factory=dict)
+
+
+ARCHITECTURES = ("cnn", "resnet")
 
 
 def _flipped(model, data, stamped, target_class, device):
@@ -68,32 +73,50 @@ def _flipped(model, data, stamped, target_class, device):
     return stamped.triggered.cpu() & (before != target_class) & (after == target_class)
 
 
+def _network(architecture: str, num_classes: int, width: int, size: int, seed: int) -> nn.Module:
+    from xailab.models import SmallCNN, SmallResNet
+
+    if architecture == "cnn":
+        return SmallCNN(num_classes=num_classes, width=width, input_size=size, seed=seed)
+    if architecture == "resnet":
+        return SmallResNet(num_classes=num_classes, width=width, seed=seed)
+    raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+
+
 def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, target_class: int = 0,
                 fraction: float = 0.15, calib_designs=(0, 1), eval_designs=(2, 3, 4),
                 epochs: int = 8, lr: float = 2e-3, width: int = 16, n_calib: int = 16,
-                n_eval: int = 24, shapes_options: dict | None = None, seed: int = 0, device="auto",
-                progress: bool = True) -> TrojanTask:
-    """Train a trojaned SmallCNN on ``shapes`` (``shapes_options`` passed on) with every design of
+                n_eval: int = 24, shapes_options: dict | None = None, architecture: str = "cnn",
+                opacity: float = 1.0, trigger_size: int | None = None, fit_options: dict | None = None,
+                seed: int = 0, device="auto", progress: bool = True) -> TrojanTask:
+    """Train a trojaned network on ``shapes`` (``shapes_options`` passed on) with every design of
     ``calib_designs + eval_designs`` and return flipped calibration / evaluation images (at most
-    ``n_calib`` / ``n_eval``, the designs in turn so each is represented)."""
+    ``n_calib`` / ``n_eval``, the designs in turn so each is represented).
+
+    ``architecture``: ``"cnn"`` (SmallCNN: conv blocks, then a wide linear head) or ``"resnet"``
+    (SmallResNet: residual blocks with batch norm, global average pooling and a narrow linear head);
+    ``opacity`` and ``trigger_size`` shape the trigger (see :func:`xailab.data.add_trigger`);
+    ``fit_options`` go to :func:`xailab.train.fit` (e.g. ``optimizer``, ``schedule``).
+    """
     from xailab.data import add_trigger, shapes
-    from xailab.models import SmallCNN
     from xailab.train import evaluate, fit, predict
 
     designs = tuple(calib_designs) + tuple(eval_designs)
     if set(calib_designs) & set(eval_designs):
         raise ValueError("calib_designs and eval_designs must be disjoint")
     kw = dict(shapes_options or {})
-    train = add_trigger(shapes(n_train, size=size, seed=seed, **kw), target_class=target_class,
-                        fraction=fraction, seed=seed + 1, designs=designs)
-    model = fit(SmallCNN(num_classes=4, width=width, input_size=size, seed=seed), train.data,
-                epochs=epochs, lr=lr, seed=seed, device=device, progress=progress)
+    stamp = dict(target_class=target_class, size=trigger_size, opacity=opacity)
+    train = add_trigger(shapes(n_train, size=size, seed=seed, **kw), fraction=fraction, seed=seed + 1,
+                        designs=designs, **stamp)
+    num_classes = train.data.num_classes
+    model = fit(_network(architecture, num_classes, width, size, seed), train.data, epochs=epochs, lr=lr,
+                seed=seed, device=device, progress=progress, **(fit_options or {}))
     test = shapes(n_test, size=size, seed=seed + 1000, **kw)
     half = n_test // 2
     parts = {"calib": (test[:half], calib_designs, n_calib), "eval": (test[half:], eval_designs, n_eval)}
-    flip_rate, out = {}, {}
+    flip_rate, out, objects = {}, {}, {}
     for key, (data, dz, n_max) in parts.items():
-        stamped = add_trigger(data, target_class=target_class, fraction=1.0, seed=seed + 7, designs=dz)
+        stamped = add_trigger(data, fraction=1.0, seed=seed + 7, designs=dz, **stamp)
         keep = _flipped(model, data, stamped, target_class, device)
         for d in dz:
             sel = stamped.design.cpu() == d
@@ -105,11 +128,14 @@ def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, targe
         idx = torch.tensor(order[:n_max], dtype=torch.long)
         out[key] = (stamped.data.x[idx].cpu(), stamped.data.mask[idx].cpu(),
                     stamped.original_y[idx].cpu(), stamped.design[idx].cpu())
+        objects[key] = data.mask[idx].cpu() if data.mask is not None else None
     pred = predict(model, test.x, device=device).argmax(1).cpu()
     clean = test.x[(test.y.cpu() == target_class) & (pred == target_class)].cpu()
+    other = test.x[test.y.cpu() != target_class].cpu()
     return TrojanTask(model.cpu().eval(), target_class, float(evaluate(model, test, device=device)),
-                      flip_rate, *out["calib"], *out["eval"], clean,
-                      info={"calib_designs": tuple(calib_designs), "eval_designs": tuple(eval_designs)})
+                      flip_rate, *out["calib"], *out["eval"], clean, eval_object=objects["eval"], other_x=other,
+                      info={"calib_designs": tuple(calib_designs), "eval_designs": tuple(eval_designs),
+                            "architecture": architecture, "opacity": opacity})
 
 
 def pixel_maps(model: nn.Module, x: torch.Tensor, target, method: str, **options) -> torch.Tensor:

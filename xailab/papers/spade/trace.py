@@ -41,12 +41,17 @@ class LayerReport:
 
 @dataclass
 class TraceReport:
-    """Per-layer record of a trace (returned next to the pruned model in a :class:`Trace`)."""
+    """Per-layer record of a trace (returned next to the pruned model in a :class:`Trace`), and
+    whether the trace still *is* the model it explains: ``agrees_on_input`` (same top-1 class as the
+    dense model on the traced image) and ``view_agreement`` (share of the augmented views on which the
+    two agree)."""
     solver: str
     n_views: int
     seed: int
     n_images: int                          # images traced together (timings are shared)
     layers: list[LayerReport] = field(default_factory=list)
+    agrees_on_input: bool = True
+    view_agreement: float = 1.0
 
     @property
     def capture_seconds(self) -> float:
@@ -110,6 +115,8 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
     targets = layer_sparsities(names, sparsity, schedule, dense_first=dense_first,
                                first_is_conv=isinstance(order[0][1], nn.Conv2d) if order else False)
     views = augment(xs, n_views, seed=seed, **(augment_options or {}))
+    with torch.no_grad():
+        dense_x, dense_views = work(xs).argmax(1), work(views).argmax(1)
     wrappers = swap_in(work, names, n_img)
     reports = [TraceReport(solver, n_views, int(seed), n_img) for _ in range(n_img)]
     options = {"shared": 1} if solver == "magnitude" else {"damp": damp, "shared": 1}
@@ -146,6 +153,11 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
             rep.layers.append(LayerReport(name, tuple(module.weight.shape), used, s, zero[b],
                                           rel[b], t1 - t0, t2 - t1))
 
+    with torch.no_grad():                               # the trace must still be the model it explains
+        same_x = (work(xs).argmax(1) == dense_x).tolist()
+        same_views = (work(views).argmax(1) == dense_views).view(n_img, n_views).float().mean(1).tolist()
+    for rep, a, v in zip(reports, same_x, same_views):
+        rep.agrees_on_input, rep.view_agreement = bool(a), float(v)
     traces = []
     for b in range(n_img):
         t = copy.deepcopy(model).to(dev).eval()
@@ -213,3 +225,52 @@ def overlap(a: nn.Module, b: nn.Module, layers=None) -> dict[str, float]:
         union = (A | B).sum().item()
         out[name] = (A & B).sum().item() / union if union else 1.0
     return out
+
+
+def layer_conditioning(model: nn.Module, x: torch.Tensor, *, n_views: int = 64, seed: int = 0, damp: float = 0.01,
+                       device="auto", augment_options: dict | None = None) -> list[dict]:
+    """How well the views of one image pin down each prunable layer's least-squares problem.
+
+    For every Conv2d / Linear layer of the dense ``model`` (in execution order): ``cols`` (inputs per
+    output row: what the solver fits), ``samples`` (views × positions the layer sees), the numerical
+    ``rank`` of its Hessian ``H = 2/n XᵀX`` (eigenvalues above 1e-6 of the largest: H is summed from
+    float32 products), and the
+    condition numbers of ``H`` and of ``H`` with the solver's damping (``damp`` × mean diagonal).
+    A rank below ``cols`` means the views leave directions of the layer unconstrained, held only
+    by the damping. Grouped convolutions report their worst group.
+    """
+    x = as_single_image(x)
+    check_finite("x", x)
+    dev = resolve_device(device)
+    work = copy.deepcopy(model).to(dev).eval()
+    views = augment(x.to(dev), int(check_positive("n_views", n_views, integer=True)), seed=seed,
+                    **(augment_options or {}))
+    rows = []
+    for name, module in execution_order(work, views[:1]):
+        H = layer_hessian(module, capture_input(work, module, views), 1, torch.float64)[0]   # (groups, cols, cols)
+        eig = torch.linalg.eigvalsh(H)
+        top = eig[:, -1:].clamp_min(torch.finfo(torch.float64).tiny)
+        damped = eig + damp * torch.diagonal(H, dim1=-2, dim2=-1).mean(-1, keepdim=True)
+        samples = int(views.shape[0] * (1 if isinstance(module, nn.Linear) else
+                                        _positions(work, module, views[:1])))
+        rows.append(dict(name=name, cols=H.shape[-1], samples=samples,
+                         rank=int((eig > 1e-6 * top).sum(-1).min()),
+                         condition=float((top[:, 0] / eig[:, 0].clamp_min(1e-300)).max()),
+                         condition_damped=float((damped[:, -1] / damped[:, 0]).max())))
+    return rows
+
+
+def _positions(model: nn.Module, module: nn.Module, x: torch.Tensor) -> int:
+    """Output positions of a convolution per image (the patches it sees)."""
+    box = {}
+
+    def hook(_module, _inputs, output):
+        box["shape"] = output.shape
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return int(box["shape"][-1] * box["shape"][-2])
