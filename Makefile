@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+COURSE := $(VENV)/.course-installed
 QUICK  ?=
 
-.PHONY: setup setup-browser workbook test bench lab clean
+.PHONY: setup setup-browser setup-course workbook student test bench lab clean
 
 setup: $(STAMP)
 
@@ -21,10 +22,22 @@ setup-browser: setup
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(BIN)/pip install -q -e '.[dev,browser]'
 
+# The course extra: nbgrader (Python >= 3.11), which writes the student versions.
+setup-course: $(COURSE)
+
+$(COURSE): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,course]'
+	touch $(COURSE)
+
 workbook: setup
 	$(BIN)/python -m xailab.workbook $(if $(QUICK),--quick) --out build
 
-test: setup
+# Student versions of the notebooks with exercises: solutions and hidden tests removed by nbgrader.
+student: setup-course
+	$(BIN)/python -m xailab.course student --out build/student
+
+# With the course extra installed the exercise tests (tests/test_course.py) run instead of skipping.
+test: setup-course
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -1,7 +1,7 @@
 """The package's import graph: imports run down the layers only, and there is no cycle.
 
 Layers (docs/design.md): utils → data, models, attribution → train, removal, metrics, viz →
-papers → widgets, workbook. Every ``import`` counts, at module level or inside a function.
+papers → widgets, workbook, course. Every ``import`` counts, at module level or inside a function.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "xailab"
 LAYERS = {"utils": 0, "data": 1, "models": 1, "attribution": 1, "train": 2, "removal": 2, "metrics": 2,
-          "viz": 2, "papers": 3, "widgets": 4, "workbook": 4}
+          "viz": 2, "papers": 3, "widgets": 4, "workbook": 4, "course": 4}
 
 
 def _modules() -> dict[str, Path]:
