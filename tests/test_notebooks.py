@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,36 @@ def test_notebook_has_one_literal_parameters_cell(path):
         ast.literal_eval(node.value)  # raises unless the value is a literal
         names.update(t.id for t in node.targets)
     assert REQUIRED <= names, f"{path.name}: parameters cell lacks {sorted(REQUIRED - names)}"
+
+
+#: Prose that describes a run ("in our default run ...") must be rendered from that run.
+RUN_WORDS = re.compile(r"\b(?:our|this|the|a) (?:default |quick )?runs?\b|\bseed 0\b", re.IGNORECASE)
+#: A number with two or more decimals reads as a measurement ...
+MEASURED = re.compile(r"(?<![\w.$])\d+\.\d{2,}(?![\w.])")
+#: ... except these, quoted from the papers or naming a setting, per notebook.
+QUOTED = {"02_roar": {"0.01"}, "01_attribution": {"0.15", "0.01"}}
+
+
+def _typed_measurements(stem: str, text: str) -> list[str]:
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))  # headings
+    found = [m.group(0) for m in RUN_WORDS.finditer(text)]
+    return found + [n for n in MEASURED.findall(text) if n not in QUOTED.get(stem, set())]
+
+
+def test_typed_measurement_detector():
+    assert _typed_measurements("x", "in our default run the gradient reached 0.85") == ["our default run", "0.85"]
+    assert _typed_measurements("x", "σ = 0.1 of the range, 16 steps, a 10 % subset") == []
+    assert _typed_measurements("02_roar", "ROAD's default, 0.01, is for photographs") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_markdown_quotes_no_measurement_of_a_run(path):
+    # numbers that describe the run are rendered by code cells (Markdown(f"...")), never typed: a typed
+    # one goes stale the next time the notebook runs with another seed or a changed experiment
+    for i, cell in enumerate(_cells(path)):
+        if cell["cell_type"] == "markdown":
+            typed = _typed_measurements(path.stem, "".join(cell["source"]))
+            assert not typed, f"{path.name} markdown cell {i} types what looks like a measurement: {typed}"
 
 
 @pytest.mark.notebook
