@@ -274,8 +274,24 @@ def test_layer_conditioning_counts_what_the_views_constrain():
     fc = model.fc.in_features
     assert few["fc"]["cols"] == fc and few["fc"]["samples"] == 2 and few["fc"]["rank"] <= 2   # rank <= views
     assert many["fc"]["rank"] > few["fc"]["rank"]
+    assert few["fc"]["deficit"] > many["fc"]["deficit"] and many["fc"]["live"] <= fc
     for r in many.values():
-        assert r["rank"] <= r["cols"] and r["condition_damped"] <= r["condition"] + 1e-9
+        assert r["rank"] <= r["live"] <= r["cols"] and r["deficit"] == r["live"] - r["rank"]
+        assert r["condition_damped"] <= r["condition"] + 1e-9
+
+
+def test_layer_conditioning_leaves_dead_inputs_out():
+    # an input that is zero on every view is dead (the solvers drop it first): it does not count as a
+    # direction the views fail to pin down
+    from xailab.papers.spade import layer_conditioning
+
+    x = _image(1)
+    x[:, 0] = 0                                       # a red channel of zeros, kept at zero without colour jitter
+    rows = {r["name"]: r for r in layer_conditioning(Tiny().eval(), x, n_views=32, seed=0,
+                                                     augment_options=dict(jitter=0.0))}
+    stem = rows["stem"]
+    assert stem["live"] == stem["cols"] - 9 and stem["rank"] == stem["live"] and stem["deficit"] == 0
+    assert stem["condition"] < 1e12
 
 
 # ---- CUDA (skipped where there is no GPU; see tests/conftest.py) ---------------------------------
@@ -307,3 +323,73 @@ def test_trace_runs_on_cuda_like_on_cpu_and_auto_picks_cuda():
         assert b.report.agrees_on_input == a.report.agrees_on_input
     zero = trace(model, xs[0], 0.0, n_views=8, progress=False, device="cuda")
     assert torch.allclose(zero.model(xs[:1].cuda()).cpu(), model(xs[:1]), atol=1e-5)
+
+
+# ---- evaluation statistics ----------------------------------------------------------------------
+
+def test_paired_bootstrap_interval():
+    from xailab.papers.spade.evaluate import paired_bootstrap
+
+    g = torch.Generator().manual_seed(0)
+    before = torch.rand(40, generator=g)
+    # a constant shift: every resample has the same mean difference
+    iv = paired_bootstrap(before + 0.05, before)
+    assert iv.mean == pytest.approx(0.05) and iv.low == pytest.approx(0.05) and iv.high == pytest.approx(0.05)
+    assert iv.excludes(0.0) and iv.n == 40 and iv.level == 0.95
+    # pairing removes what both share: a large common image effect does not widen the interval
+    noise = 0.01 * torch.randn(40, generator=g, dtype=torch.float64)
+    common = 10 * torch.rand(40, generator=g, dtype=torch.float64)
+    paired = paired_bootstrap(common + 0.02 + noise, common)
+    assert paired.low < 0.02 + noise.mean() < paired.high and paired.high - paired.low < 0.02
+    # seeded, and the list / array / tensor forms agree
+    assert paired_bootstrap([1.0, 2.0, 4.0], [0.0, 0.0, 0.0], seed=3) == \
+        paired_bootstrap(torch.tensor([1.0, 2, 4]), torch.zeros(3), seed=3)
+    # a difference with no mean shift: the interval contains 0
+    assert not paired_bootstrap(common + noise - noise.mean(), common).excludes(0.0)
+
+
+def test_paired_bootstrap_covers_the_true_mean_at_its_level():
+    from xailab.papers.spade.evaluate import paired_bootstrap
+
+    g = torch.Generator().manual_seed(1)
+    hits = 0
+    for k in range(200):
+        d = 0.3 + torch.randn(50, generator=g, dtype=torch.float64)
+        hits += not paired_bootstrap(d, torch.zeros(50), n_boot=1000, level=0.9, seed=k).excludes(0.3)
+    assert 0.82 <= hits / 200 <= 0.96      # 90 % nominal; the percentile bootstrap runs a little short
+
+
+def test_paired_bootstrap_refuses_bad_input():
+    from xailab.papers.spade.evaluate import paired_bootstrap
+
+    with pytest.raises(ValueError, match="pair"):
+        paired_bootstrap([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_bootstrap([1.0], [0.0])
+    with pytest.raises(ValueError, match="level"):
+        paired_bootstrap([1.0, 2.0], [0.0, 0.0], level=1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        paired_bootstrap([1.0, float("nan")], [0.0, 0.0])
+
+
+def test_per_image_pairs_rows_by_sample():
+    from xailab.papers.spade.evaluate import per_image
+
+    rows = [{"sample": i, "method": m, "variant": v, "auc": i + (0.5 if m == "b" else 0) + (1 if v == "s" else 0)}
+            for v in ("d", "s") for m in ("a", "b") for i in (2, 0, 1)]
+    assert per_image(rows, "d", "a").tolist() == [0, 1, 2]
+    assert per_image(rows, "s").tolist() == [1.25, 2.25, 3.25]
+    with pytest.raises(ValueError, match="no rows"):
+        per_image(rows, "x")
+
+
+def test_dense_and_trace_maps_are_computed_alike():
+    # the dense map of an image must not depend on the other images of the batch (GradientSHAP's
+    # default baselines do): otherwise a dense-vs-trace difference measures the batch, not the trace
+    from xailab.papers.spade.evaluate import pixel_maps
+
+    model = Tiny().eval()
+    xs = torch.cat([_image(8), 3 * _image(9)])
+    both = pixel_maps(model, xs, 0, "gradient_shap", n_samples=4)
+    alone = pixel_maps(model, xs[:1], 0, "gradient_shap", n_samples=4)
+    assert torch.allclose(both[:1], alone)

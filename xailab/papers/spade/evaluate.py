@@ -10,13 +10,16 @@ first cannot leak into the second (the reviewers' fairness question).
 Maps are reduced to pixels by ``reduce_channels(..., "abs-sum")`` (explicit choice: SPADE's
 saliency AUC scores magnitude), then scored by ``saliency_auc`` and ``pointing_game`` against the
 trigger mask and by insertion / deletion AUC on the *dense* model (is the trace's map faithful to
-the network being explained?).
+the network being explained?). Dense and trace maps are computed one image at a time, under the
+same conditions, so that each image gives a *paired* difference; :func:`paired_bootstrap` turns
+those into a confidence interval over images.
 """
 from __future__ import annotations
 
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -24,7 +27,7 @@ from torch import nn
 from xailab.attribution import method_maps
 from xailab.metrics import insertion_deletion, pointing_game, saliency_auc
 from xailab.papers.spade.trace import overlap, trace_batch
-from xailab.utils import progress as _progress
+from xailab.utils import check_finite, check_positive, progress as _progress, seeded_generator
 
 #: the ten methods of the SPADE tables, in their order, with options sized for 32-px images
 METHODS = {
@@ -73,13 +76,13 @@ def _flipped(model, data, stamped, target_class, device):
     return stamped.triggered.cpu() & (before != target_class) & (after == target_class)
 
 
-def _network(architecture: str, num_classes: int, width: int, size: int, seed: int) -> nn.Module:
+def _network(architecture: str, num_classes: int, width: int, size: int, seed: int, **options) -> nn.Module:
     from xailab.models import SmallCNN, SmallResNet
 
     if architecture == "cnn":
-        return SmallCNN(num_classes=num_classes, width=width, input_size=size, seed=seed)
+        return SmallCNN(num_classes=num_classes, width=width, input_size=size, seed=seed, **options)
     if architecture == "resnet":
-        return SmallResNet(num_classes=num_classes, width=width, seed=seed)
+        return SmallResNet(num_classes=num_classes, width=width, seed=seed, **options)
     raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
 
 
@@ -88,7 +91,8 @@ def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, targe
                 epochs: int = 8, lr: float = 2e-3, width: int = 16, n_calib: int = 16,
                 n_eval: int = 24, shapes_options: dict | None = None, architecture: str = "cnn",
                 opacity: float = 1.0, trigger_size: int | None = None, fit_options: dict | None = None,
-                seed: int = 0, device="auto", progress: bool = True) -> TrojanTask:
+                network_options: dict | None = None, seed: int = 0, device="auto",
+                progress: bool = True) -> TrojanTask:
     """Train a trojaned network on ``shapes`` (``shapes_options`` passed on) with every design of
     ``calib_designs + eval_designs`` and return flipped calibration / evaluation images (at most
     ``n_calib`` / ``n_eval``, the designs in turn so each is represented).
@@ -96,7 +100,8 @@ def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, targe
     ``architecture``: ``"cnn"`` (SmallCNN: conv blocks, then a wide linear head) or ``"resnet"``
     (SmallResNet: residual blocks with batch norm, global average pooling and a narrow linear head);
     ``opacity`` and ``trigger_size`` shape the trigger (see :func:`xailab.data.add_trigger`);
-    ``fit_options`` go to :func:`xailab.train.fit` (e.g. ``optimizer``, ``schedule``).
+    ``fit_options`` go to :func:`xailab.train.fit` (e.g. ``optimizer``, ``schedule``);
+    ``network_options`` to the network's constructor (e.g. ``blocks`` of the ResNet, ``depth`` of the CNN).
     """
     from xailab.data import add_trigger, shapes
     from xailab.train import evaluate, fit, predict
@@ -109,7 +114,7 @@ def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, targe
     train = add_trigger(shapes(n_train, size=size, seed=seed, **kw), fraction=fraction, seed=seed + 1,
                         designs=designs, **stamp)
     num_classes = train.data.num_classes
-    model = fit(_network(architecture, num_classes, width, size, seed), train.data, epochs=epochs, lr=lr,
+    model = fit(_network(architecture, num_classes, width, size, seed, **(network_options or {})), train.data, epochs=epochs, lr=lr,
                 seed=seed, device=device, progress=progress, **(fit_options or {}))
     test = shapes(n_test, size=size, seed=seed + 1000, **kw)
     half = n_test // 2
@@ -138,17 +143,32 @@ def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, targe
                             "architecture": architecture, "opacity": opacity})
 
 
-def pixel_maps(model: nn.Module, x: torch.Tensor, target, method: str, **options) -> torch.Tensor:
-    """``(N, 1, H, W)`` abs-sum pixel relevance of ``method`` (CAM-style maps included), on x's device."""
-    return method_maps(model, x, target, {method: (method, options)}, reduce="abs-sum")[method].to(x.device)
+def pixel_maps(model: nn.Module, x: torch.Tensor, target, method: str, *, batch_size: int | None = 1,
+               **options) -> torch.Tensor:
+    """``(N, 1, H, W)`` abs-sum pixel relevance of ``method`` (CAM-style maps included), on x's device.
+
+    One image at a time by default (``batch_size=1``), as a trace explains its single image: some
+    methods depend on the batch they see (GradientSHAP's default baselines are the batch's darkest
+    and brightest values; seeded noise is drawn per call), and a dense map must be computed under
+    the same conditions as the trace's map it is paired with."""
+    return method_maps(model, x, target, {method: (method, options)}, reduce="abs-sum",
+                       batch_size=batch_size)[method].to(x.device)
+
+
+#: what :func:`score_maps` measures: localisation against the mask, then faithfulness to the dense model
+SCORES = ("auc", "pointing", "insertion", "insertion_blank", "deletion")
 
 
 def score_maps(model: nn.Module, x, maps, mask, target, *, steps: int = 16) -> dict[str, torch.Tensor]:
-    """Per-sample saliency AUC and pointing game vs ``mask``; insertion / deletion AUC on ``model``."""
-    ins = insertion_deletion(model, x, target, maps, steps=steps, mode="insertion")[1]
-    dele = insertion_deletion(model, x, target, maps, steps=steps, mode="deletion")[1]
+    """Per-sample scores of pixel ``maps`` (keys :data:`SCORES`): saliency AUC and pointing game
+    against ``mask``; insertion AUC on ``model`` starting from a blurred copy of the image
+    (``insertion``) and from a black image (``insertion_blank``, the SPADE rebuttal's blank start),
+    and deletion AUC (pixels set to black), all normalised by the model's score on the full image."""
+    ins = insertion_deletion(model, x, target, maps, steps=steps, mode="insertion", fill="blur")[1]
+    blank = insertion_deletion(model, x, target, maps, steps=steps, mode="insertion", fill="zero")[1]
+    dele = insertion_deletion(model, x, target, maps, steps=steps, mode="deletion", fill="zero")[1]
     return {"auc": saliency_auc(maps, mask), "pointing": pointing_game(maps, mask).float(),
-            "insertion": ins, "deletion": dele}
+            "insertion": ins, "insertion_blank": blank, "deletion": dele}
 
 
 def dense_rows(model, x, mask, target, methods: dict, *, steps=16, progress=False) -> list[dict]:
@@ -170,7 +190,9 @@ def trace_rows(model, x, mask, target, methods: dict, *, variant: str, sparsity,
                progress=False, keep_traces=False, **trace_options):
     """Build SPADE traces of every image (``batch`` at a time), score every method's map computed
     on the trace (insertion / deletion on the dense ``model``). Returns ``(rows, traces)``; each
-    row carries the trace's seconds per image and ``variant``."""
+    row carries ``variant``, the trace's seconds per image and whether the trace still predicts like
+    the dense model (``agrees`` on the image, ``view_agreement`` on its views). ``methods`` may be
+    empty (traces only, with ``keep_traces``)."""
     rows, kept = [], []
     for b0 in _progress(range(0, len(x), batch), progress, desc=f"traces {variant}", leave=False):
         xb = x[b0:b0 + batch]
@@ -184,15 +206,77 @@ def trace_rows(model, x, mask, target, methods: dict, *, variant: str, sparsity,
                 sec = time.perf_counter() - t0
                 scores = score_maps(model, x[i:i + 1], maps, mask[i:i + 1], target, steps=steps)
                 rows.append({"sample": i, "method": method, "variant": variant, "map_s": sec,
-                             "map": maps[0, 0],
-                             "trace_s": report.seconds_per_image,
+                             "map": maps[0, 0], "trace_s": report.seconds_per_image,
+                             "agrees": report.agrees_on_input, "view_agreement": report.view_agreement,
                              **{k: float(v[0]) for k, v in scores.items()}})
             if keep_traces:
                 kept.append(traces[j])
     return rows, kept
 
 
-def summarize(rows: list[dict], by=("variant", "method"), metrics=("auc", "pointing", "insertion", "deletion")):
+class Interval(NamedTuple):
+    """A mean difference and its bootstrap confidence interval ``[low, high]`` at ``level``."""
+    mean: float
+    low: float
+    high: float
+    level: float
+    n: int                          # paired samples (images) the interval is drawn from
+
+    def excludes(self, value: float = 0.0) -> bool:
+        """Whether ``value`` lies outside the interval (the difference is resolved)."""
+        return not self.low <= value <= self.high
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
+
+
+def paired_bootstrap(after, before, *, n_boot: int = 4000, level: float = 0.95, seed: int = 0) -> Interval:
+    """Mean of ``after - before`` over paired samples (one value per image, the same images in the
+    same order) with a percentile bootstrap interval: images are resampled with replacement
+    ``n_boot`` times (seeded; no global RNG), the mean difference recomputed for each resample and
+    the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles taken.
+
+    Resampling *pairs* keeps what the two variants share (an image hard for both) out of the
+    interval, so it is much narrower than one built from two separate means. Accepts tensors,
+    arrays or lists of equal length ``N >= 2``, finite.
+    """
+    a = torch.as_tensor(after, dtype=torch.float64).flatten()
+    b = torch.as_tensor(before, dtype=torch.float64).flatten()
+    if a.shape != b.shape:
+        raise ValueError(f"after and before must pair up one value per sample, got {a.numel()} and {b.numel()}")
+    if a.numel() < 2:
+        raise ValueError(f"a bootstrap needs at least 2 paired samples, got {a.numel()}")
+    check_finite("after", a)
+    check_finite("before", b)
+    level = float(level)
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
+    n_boot = int(check_positive("n_boot", n_boot, integer=True))
+    d = a - b
+    g = seeded_generator(seed)
+    idx = torch.randint(d.numel(), (n_boot, d.numel()), generator=g)
+    means = d[idx].mean(1)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    low, high = torch.quantile(means, q).tolist()
+    return Interval(float(d.mean()), float(low), float(high), float(level), int(d.numel()))
+
+
+def per_image(rows: list[dict], variant, method: str | None = None, metric: str = "auc") -> torch.Tensor:
+    """``metric`` of ``variant`` for each image (``sample`` order), for one ``method`` or averaged over
+    the methods present (the same set for every image): the paired samples of :func:`paired_bootstrap`."""
+    values: dict = {}
+    for r in rows:
+        if r["variant"] == variant and (method is None or r["method"] == method):
+            values.setdefault(r["sample"], []).append(r[metric])
+    if not values:
+        raise ValueError(f"no rows for variant {variant!r}" + (f" and method {method!r}" if method else ""))
+    counts = {len(v) for v in values.values()}
+    if len(counts) != 1:
+        raise ValueError(f"variant {variant!r}: images have different numbers of methods {sorted(counts)}")
+    return torch.tensor([sum(values[i]) / len(values[i]) for i in sorted(values)], dtype=torch.float64)
+
+
+def summarize(rows: list[dict], by=("variant", "method"), metrics=SCORES):
     """Mean of ``metrics`` per group of ``by`` -> ``{group tuple: {metric: mean}}``."""
     groups: dict = {}
     for r in rows:

@@ -232,12 +232,14 @@ def layer_conditioning(model: nn.Module, x: torch.Tensor, *, n_views: int = 64, 
     """How well the views of one image pin down each prunable layer's least-squares problem.
 
     For every Conv2d / Linear layer of the dense ``model`` (in execution order): ``cols`` (inputs per
-    output row: what the solver fits), ``samples`` (views × positions the layer sees), the numerical
-    ``rank`` of its Hessian ``H = 2/n XᵀX`` (eigenvalues above 1e-6 of the largest: H is summed from
-    float32 products), and the
-    condition numbers of ``H`` and of ``H`` with the solver's damping (``damp`` × mean diagonal).
-    A rank below ``cols`` means the views leave directions of the layer unconstrained, held only
-    by the damping. Grouped convolutions report their worst group.
+    output row: what the solver fits), ``samples`` (views × positions the layer sees), ``live`` (inputs
+    that are non-zero on some view; a dead input, e.g. a ReLU channel that never fires on these views,
+    costs nothing to drop and the solvers prune it first), the numerical ``rank`` of the Hessian
+    ``H = 2/n XᵀX`` (eigenvalues above 1e-6 of the largest: H is summed from float32 products),
+    ``deficit`` = ``live - rank`` (directions among the live inputs that the views leave unconstrained,
+    held only by the damping), and the condition numbers of ``H`` restricted to the live inputs, without
+    and with the solver's damping (``damp`` × mean diagonal). The layer is *determined* by the views
+    when ``deficit == 0``. Grouped convolutions report their worst group.
     """
     x = as_single_image(x)
     check_finite("x", x)
@@ -248,15 +250,23 @@ def layer_conditioning(model: nn.Module, x: torch.Tensor, *, n_views: int = 64, 
     rows = []
     for name, module in execution_order(work, views[:1]):
         H = layer_hessian(module, capture_input(work, module, views), 1, torch.float64)[0]   # (groups, cols, cols)
-        eig = torch.linalg.eigvalsh(H)
-        top = eig[:, -1:].clamp_min(torch.finfo(torch.float64).tiny)
-        damped = eig + damp * torch.diagonal(H, dim1=-2, dim2=-1).mean(-1, keepdim=True)
+        live, rank, deficit, cond, cond_damped = [], [], [], [], []
+        for h in H:
+            alive = torch.diagonal(h) > 0
+            sub = h[alive][:, alive]
+            eig = torch.linalg.eigvalsh(sub) if len(sub) else torch.ones(1, dtype=h.dtype, device=h.device)
+            top = eig[-1].clamp_min(torch.finfo(torch.float64).tiny)
+            r = int((eig > 1e-6 * top).sum()) if len(sub) else 0
+            damped = eig + damp * torch.diagonal(h).mean()
+            live.append(int(alive.sum()))
+            rank.append(r)
+            deficit.append(int(alive.sum()) - r)
+            cond.append(float(top / eig[0].clamp_min(1e-300)))
+            cond_damped.append(float(damped[-1] / damped[0]))
         samples = int(views.shape[0] * (1 if isinstance(module, nn.Linear) else
                                         _positions(work, module, views[:1])))
-        rows.append(dict(name=name, cols=H.shape[-1], samples=samples,
-                         rank=int((eig > 1e-6 * top).sum(-1).min()),
-                         condition=float((top[:, 0] / eig[:, 0].clamp_min(1e-300)).max()),
-                         condition_damped=float((damped[:, -1] / damped[:, 0]).max())))
+        rows.append(dict(name=name, cols=H.shape[-1], samples=samples, live=min(live), rank=min(rank),
+                         deficit=max(deficit), condition=max(cond), condition_damped=max(cond_damped)))
     return rows
 
 
