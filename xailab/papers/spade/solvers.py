@@ -222,7 +222,7 @@ def _obc_orders(W: torch.Tensor, Hinv: torch.Tensor, parallel: int):
             if step == cols - 1:
                 break
             row = row / dj.sqrt().unsqueeze(1)
-            Hi -= row.unsqueeze(2) * row.unsqueeze(1)
+            Hi.baddbmm_(row.unsqueeze(2), row.unsqueeze(1), alpha=-1)   # rank-one downdate, one BLAS pass
             # keep removed coordinates inert (zero row/column, unit diagonal) for stability
             Hi[ar, j, :] = 0
             Hi[ar, :, j] = 0
