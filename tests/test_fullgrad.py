@@ -262,3 +262,22 @@ def test_implicit_biases_make_smooth_activations_complete(act):
 def test_relu_networks_have_no_implicit_terms():
     model, x = _model("cnn_bn", 0)
     assert not [k for k in fgm.full_gradients(model, x, 1).bias if "implicit" in k]
+
+
+def test_perturbation_table_keeps_every_image_for_paired_comparisons():
+    from xailab.metrics import pixel_perturbation
+    from xailab.papers.fullgrad import perturbation_figure, perturbation_table
+
+    model, x = _model("cnn", 0)
+    target = torch.tensor([0, 1, 2, 3])
+    maps = {"FullGrad": fullgrad(model, x, target), "Random": torch.rand(4, 1, 32, 32, dtype=x.dtype)}
+    fractions = [0.1, 0.5]
+    table = perturbation_table(model, x, target, maps, fractions, fills=("image_mean",))
+    assert set(table) == {("image_mean", "least"), ("image_mean", "most")}
+    for (fill, which), rows in table.items():
+        for label, values in rows.items():
+            assert values.shape == (len(fractions), len(x))     # (fractions, images), not a mean
+            expected = pixel_perturbation(model, x, target, maps[label], fractions, fill=fill,
+                                          most_salient=(which == "most"))
+            torch.testing.assert_close(values, expected.cpu())
+    assert len(perturbation_figure(table, fractions, "test").axes) == 2

@@ -231,6 +231,12 @@ def test_rank_agreement_and_mean_accuracy():
                       for f, s, a in [(0.0, 0, 1.0), (0.5, 0, 0.6), (0.5, 1, 0.8), (0.9, 0, 0.3)]])
     assert res.mean_accuracy("g") == pytest.approx((0.7 + 0.3) / 2)
     assert res.mean_accuracy("g", fractions=[0.0, 0.9]) == pytest.approx(0.65)
+    # a variant measured at other fractions (LeRF kept small) averages over its own, not the union
+    lerf = RoarResult(res.records + [dict(estimator="g", variant="no_retrain_keep", fraction=f, seed=None, accuracy=a)
+                                     for f, a in [(0.95, 0.9), (0.99, 0.5)]])
+    assert lerf.mean_accuracy("g", variant="no_retrain_keep") == pytest.approx(0.7)
+    assert lerf.mean_accuracy("g") == pytest.approx((0.7 + 0.3) / 2)
+    assert lerf.per_seed("g", variant="no_retrain_keep") == pytest.approx({None: 0.7})
 
 
 def test_mask_leakage_and_pattern_visibility_separate_a_class_shaped_removal_from_a_random_one():

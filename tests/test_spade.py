@@ -348,6 +348,16 @@ def test_paired_bootstrap_interval():
     assert not paired_bootstrap(common + noise - noise.mean(), common).excludes(0.0)
 
 
+def test_interval_reaches_a_claimed_gain_only_when_resolved_and_compatible():
+    from xailab.papers.spade.evaluate import Interval
+
+    up, small, flat, down = (Interval(m, lo, hi, 0.95, 10) for m, lo, hi in
+                             [(0.05, 0.02, 0.08), (0.01, 0.005, 0.02), (0.0, -0.01, 0.06), (-0.02, -0.03, -0.01)])
+    assert up.reaches(0.042) and not small.reaches(0.042)      # resolved but wholly below the claimed size
+    assert not flat.reaches(0.042)                               # reaches the size, but no gain is resolved
+    assert [iv.direction for iv in (up, flat, down)] == ["a resolved gain", "no resolved change", "a resolved loss"]
+
+
 def test_paired_bootstrap_covers_the_true_mean_at_its_level():
     from xailab.papers.spade.evaluate import paired_bootstrap
 

@@ -71,13 +71,13 @@ def layer_figure(model: nn.Module, x: Tensor, target, n: int = 3) -> Figure:
 
 def perturbation_table(model: nn.Module, x: Tensor, target, maps: Mapping[str, Tensor], fractions,
                        fills: Sequence = ("image_mean", "blur")) -> dict[tuple, dict[str, Tensor]]:
-    """Pixel perturbation of every map: ``{(fill, "least" | "most"): {label: mean change per
-    fraction}}`` (see :func:`xailab.metrics.pixel_perturbation`)."""
+    """Pixel perturbation of every map: ``{(fill, "least" | "most"): {label: change (fractions, images)}}``
+    (see :func:`xailab.metrics.pixel_perturbation`); per image, so that methods can be compared paired."""
     out = {}
     for fill in fills:
         for most in (False, True):
             out[(fill, "most" if most else "least")] = {
-                k: pixel_perturbation(model, x, target, s, fractions, most_salient=most, fill=fill).mean(1).cpu()
+                k: pixel_perturbation(model, x, target, s, fractions, most_salient=most, fill=fill).cpu()
                 for k, s in maps.items()}
     return out
 
@@ -87,7 +87,7 @@ def perturbation_figure(table: Mapping[tuple, Mapping[str, Tensor]], fractions, 
     fig = Figure(figsize=(4 * len(table), 3.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(table)))
     for ax, ((fill, which), rows) in zip(axes, table.items()):
-        viz.curves(ax, [100 * f for f in fractions], {k: v.numpy() for k, v in rows.items()},
+        viz.curves(ax, [100 * f for f in fractions], {k: v.mean(1).numpy() for k, v in rows.items()},
                    xlabel=f"% {which} salient pixels removed", ylabel="relative logit change",
                    title=f"{title}: {which} salient, fill={fill}")
         for line in ax.get_lines():

@@ -69,6 +69,10 @@ class RoarResult:
                          "n": len(accs)})
         return rows
 
+    def _removed(self, estimator: str, variant: str) -> list[float]:
+        # the fractions above 0 of one estimator's curve: variants may be measured at different fractions
+        return [f for f in self.filter(estimator, variant).fractions if f > 0]
+
     def accuracy(self, estimator: str, fraction: float, variant: str = "roar") -> float:
         """Mean accuracy of one cell (over seeds)."""
         accs = [r["accuracy"] for r in self.filter(estimator, variant, fraction)]
@@ -78,14 +82,14 @@ class RoarResult:
         return sum(accs) / len(accs)
 
     def mean_accuracy(self, estimator: str, fractions=None, variant: str = "roar") -> float:
-        """Mean over ``fractions`` (default: every fraction above 0) of :meth:`accuracy`: one number
-        per estimator, lower when removing its top features hurts more."""
-        fractions = [f for f in self.fractions if f > 0] if fractions is None else list(fractions)
+        """Mean over ``fractions`` (default: every fraction above 0 measured for this estimator and
+        variant) of :meth:`accuracy`: one number per estimator, lower when removing its top features hurts more."""
+        fractions = self._removed(estimator, variant) if fractions is None else list(fractions)
         return float(np.mean([self.accuracy(estimator, f, variant) for f in fractions]))
 
     def per_seed(self, estimator: str, fractions=None, variant: str = "roar") -> dict:
         """``{seed: mean accuracy over fractions}`` (default fractions: every one above 0)."""
-        fractions = [f for f in self.fractions if f > 0] if fractions is None else list(fractions)
+        fractions = self._removed(estimator, variant) if fractions is None else list(fractions)
         out: dict = {}
         for r in self.filter(estimator, variant, list(fractions)):
             out.setdefault(r["seed"], []).append(r["accuracy"])

@@ -226,6 +226,16 @@ class Interval(NamedTuple):
         """Whether ``value`` lies outside the interval (the difference is resolved)."""
         return not self.low <= value <= self.high
 
+    def reaches(self, gain: float) -> bool:
+        """A resolved gain (the interval above 0) compatible with ``gain`` (its upper end reaches it):
+        how a claimed effect size reproduces."""
+        return self.low > 0 and self.high >= gain
+
+    @property
+    def direction(self) -> str:
+        """``"a resolved gain"``, ``"a resolved loss"`` or ``"no resolved change"``."""
+        return "a resolved gain" if self.low > 0 else "a resolved loss" if self.high < 0 else "no resolved change"
+
     def __str__(self) -> str:
         return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
 
