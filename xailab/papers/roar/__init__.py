@@ -16,6 +16,5 @@ from xailab.papers.roar.sweep import ModelFactory, process_pool, roar, run_cell
 from xailab.removal import keep, remove, removal_mask
 
 __all__ = ["BASES", "CONTROLS", "PAPER_ESTIMATORS", "VARIANTS", "ModelFactory", "RoarResult", "keep",
-           "mask_only_accuracy", "pattern_visibility", "plot", "removal_masks",
-           "plot_families", "plot_variants", "process_pool", "rank_agreement", "relevance_maps", "removal_mask", "remove", "roar",
-           "run_cell"]
+           "mask_only_accuracy", "pattern_visibility", "plot", "plot_families", "plot_variants", "process_pool",
+           "rank_agreement", "relevance_maps", "removal_mask", "removal_masks", "remove", "roar", "run_cell"]

@@ -114,8 +114,9 @@ def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, targe
     train = add_trigger(shapes(n_train, size=size, seed=seed, **kw), fraction=fraction, seed=seed + 1,
                         designs=designs, **stamp)
     num_classes = train.data.num_classes
-    model = fit(_network(architecture, num_classes, width, size, seed, **(network_options or {})), train.data, epochs=epochs, lr=lr,
-                seed=seed, device=device, progress=progress, **(fit_options or {}))
+    network = _network(architecture, num_classes, width, size, seed, **(network_options or {}))
+    model = fit(network, train.data, epochs=epochs, lr=lr, seed=seed, device=device, progress=progress,
+                **(fit_options or {}))
     test = shapes(n_test, size=size, seed=seed + 1000, **kw)
     half = n_test // 2
     parts = {"calib": (test[:half], calib_designs, n_calib), "eval": (test[half:], eval_designs, n_eval)}
