@@ -88,7 +88,8 @@ class RoarResult:
         return float(np.mean([self.accuracy(estimator, f, variant) for f in fractions]))
 
     def per_seed(self, estimator: str, fractions=None, variant: str = "roar") -> dict:
-        """``{seed: mean accuracy over fractions}`` (default fractions: every one above 0)."""
+        """``{seed: mean accuracy over fractions}`` (default fractions: every one above 0 measured for this
+        estimator and variant)."""
         fractions = self._removed(estimator, variant) if fractions is None else list(fractions)
         out: dict = {}
         for r in self.filter(estimator, variant, list(fractions)):
