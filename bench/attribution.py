@@ -106,7 +106,7 @@ def cases(model, x, t, steps: int, samples: int, sigma: float = 0.15):
         # ours computes all three statistics here (same passes as one); Captum only SmoothGrad
         ("smoothgrad (+sq, var)", lambda: ensemble(model, x, t, n_samples=samples, sigma=sigma)["smoothgrad"],
          nt("smoothgrad"), samples, (noise, lambda: ensemble(model, x, t, n_samples=samples, sigma=sigma,
-                                                             noise=noise))),
+                                                             draws=noise))),
     ], nt
 
 

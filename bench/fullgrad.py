@@ -66,7 +66,7 @@ def main() -> None:
     size = x.shape[-2:]
 
     fg = fgm.full_gradients(model, x, target)
-    gap = fgm.completeness_gap(model, x, target).max().item()
+    gap = fgm.decomposition_gap(model, x, target).max().item()
     spatial = [t for t in [fg.input] + list(fg.bias.values()) if t.ndim == 4]
     channels = sum(t.shape[1] for t in spatial)
     big_naive = max(t.shape[1] for t in spatial) * args.batch * size.numel() * 4

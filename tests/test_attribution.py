@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from xailab import attribute
-from xailab.attribution import (METHODS, completeness_gap, ensemble, get_method, gradient, grad_cam,
-                                guided_backprop, integrated_gradients, integration_points, normalize,
-                                reduce_channels, sobel, vargrad)
+from xailab.attribution import (METHODS, ensemble, get_method, gradient, grad_cam, guided_backprop,
+                                integrated_gradients, integration_points, normalise, reduce_channels, sobel, vargrad)
+from xailab.metrics import completeness_gap
 from xailab.attribution import random as random_map
 
 
@@ -185,9 +185,9 @@ def test_integration_rules_integrate_polynomials(rule):
 def test_ig_completeness_below_one_percent_at_64_steps(trained):
     model, x, y = trained
     a = integrated_gradients(model, x, y, steps=64)
-    gap = completeness_gap(model, x, y, a)
+    gap = completeness_gap(a, model=model, x=x, target=y)
     assert gap.max() < 0.01
-    coarse = completeness_gap(model, x, y, integrated_gradients(model, x, y, steps=4))
+    coarse = completeness_gap(integrated_gradients(model, x, y, steps=4), model=model, x=x, target=y)
     assert coarse.mean() > gap.mean()  # the gap shrinks with steps
 
 
@@ -272,7 +272,7 @@ def test_quadratic_model_closed_forms():
     noise = torch.randn(s, n, d, generator=g, dtype=torch.float64)
     sigma = 0.1
     std = sigma * (x.amax(1) - x.amin(1))[:, None]     # per-sample σ from the value range
-    out = ensemble(model, x, 0, sigma=sigma, n_samples=s, noise=noise, batch_size=997)
+    out = ensemble(model, x, 0, sigma=sigma, n_samples=s, draws=noise, batch_size=997)
     grads = (x + std * noise) @ b.T                    # exact gradients at the noisy points
     assert torch.allclose(out["smoothgrad"], grads.mean(0))
     assert torch.allclose(out["vargrad"], grads.var(0, unbiased=False))
@@ -301,7 +301,7 @@ def test_ensemble_passes_base_options_through(cnn):
                        ("guided_backprop", {})]:
         out = attribute(model, x, 0, method="smoothgrad", base=base, n_samples=2, batch_size=4, **opts)
         noise = torch.randn(2, *x.shape, generator=torch.Generator().manual_seed(0))
-        manual = ensemble(model, x, 0, base=base, stats="smoothgrad", n_samples=2, noise=noise, **opts)
+        manual = ensemble(model, x, 0, base=base, stats="smoothgrad", n_samples=2, draws=noise, **opts)
         assert out.shape == manual["smoothgrad"].shape
     with pytest.raises(TypeError):
         attribute(model, x, 0, method="smoothgrad", base="gradient", steps=3)
@@ -336,24 +336,68 @@ def test_controls_ignore_the_model(cnn):
     assert torch.equal(edges[:, 0], edges[:, 2])
 
 
-def test_reduce_channels_and_normalize():
+def test_reduce_channels_and_normalise():
     a = torch.tensor([[[[1.0, -2.0]], [[-3.0, 1.0]]]])  # (1, 2, 1, 2)
     assert reduce_channels(a, "abs-sum").flatten().tolist() == [4.0, 3.0]
     assert reduce_channels(a, "sum").flatten().tolist() == [-2.0, -1.0]
     assert reduce_channels(a, "max-abs").flatten().tolist() == [3.0, 2.0]
     tab = torch.tensor([[1.0, -2.0]])
     assert torch.equal(reduce_channels(tab, "sum"), tab) and torch.equal(reduce_channels(tab), tab.abs())
-    with pytest.raises(ValueError, match="how must be one of"):
+    with pytest.raises(ValueError, match="reduce must be one of"):
         reduce_channels(a, "mean")
     m = torch.randn(3, 1, 4, 4)
-    assert torch.allclose(normalize(m).flatten(1).abs().amax(1), torch.ones(3))
-    mm = normalize(m, "min-max").flatten(1)
+    assert torch.allclose(normalise(m).flatten(1).abs().amax(1), torch.ones(3))
+    mm = normalise(m, "min-max").flatten(1)
     assert torch.allclose(mm.amin(1), torch.zeros(3)) and torch.allclose(mm.amax(1), torch.ones(3))
-    assert torch.allclose(normalize(m, "sum-abs").flatten(1).abs().sum(1), torch.ones(3))
-    r = normalize(torch.tensor([[3.0, 1.0, 1.0, 7.0]]), "rank")
+    assert torch.allclose(normalise(m, "sum-abs").flatten(1).abs().sum(1), torch.ones(3))
+    r = normalise(torch.tensor([[3.0, 1.0, 1.0, 7.0]]), "rank")
     assert torch.allclose(r, torch.tensor([[2 / 3, 1 / 6, 1 / 6, 1.0]]))
-    assert torch.equal(normalize(torch.ones(2, 5), "min-max"), torch.zeros(2, 5))
+    assert torch.equal(normalise(torch.ones(2, 5), "min-max"), torch.zeros(2, 5))
 
 
 def test_get_method_returns_registered_functions():
     assert get_method("gradient") is gradient
+
+
+def test_the_registry_records_what_each_method_is():
+    from xailab.attribution import OPTION_RANGES, method_info
+
+    assert method_info("grad_cam").output == "pixel" and method_info("gradient").output == "input"
+    seeded = {n for n, info in METHODS.items() if info.seeded}
+    assert seeded == {"smoothgrad", "smoothgrad_sq", "vargrad", "smooth_fullgrad", "random", "lime", "kernel_shap",
+                      "gradient_shap"}
+    ig = method_info("integrated_gradients").options["steps"]
+    assert (ig.default, ig.low, ig.high) == (64, *OPTION_RANGES["steps"][:2])
+    assert method_info("vargrad").takes_base and not method_info("gradient").takes_base
+    # the facts match what the methods do: output shape, and noise that changes with the seed
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for name in ("gradient", "grad_cam", "smoothgrad", "random"):
+        info = method_info(name)
+        a = attribute(model, x, 1, method=name, **({"seed": 1} if info.seeded else {}))
+        assert a.shape[1] == (1 if info.output == "pixel" else 3), name
+        if info.seeded:
+            assert not torch.equal(a, attribute(model, x, 1, method=name, seed=2)), name
+    with pytest.raises(ValueError, match="no range"):
+        from xailab.attribution.registry import register
+
+        register("bad", options=("window",))(lambda model, x, target, window=3: x)
+
+
+def test_resolve_target_accepts_every_form():
+    from xailab.attribution import resolve_target
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.rand(5, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 1, 0])
+    assert resolve_target(2, x).tolist() == [2] * 5
+    assert torch.equal(resolve_target(y, x), y) and torch.equal(resolve_target("label", x, labels=y), y)
+    assert torch.equal(resolve_target("predicted", x, model=model), model(x).argmax(1))
+    with pytest.raises(ValueError, match="labels"):
+        resolve_target("label", x)
+    with pytest.raises(ValueError, match="model"):
+        resolve_target("predicted", x)
+    with pytest.raises(ValueError, match="target must be"):
+        resolve_target("true", x)
+    with pytest.raises(ValueError, match=r"\[0, 2\]"):
+        resolve_target([0, 1, 2, 3, 0], x, num_classes=3)

@@ -75,7 +75,7 @@ def test_ensembles_match_noise_tunnel_with_the_same_noise(setup, monkeypatch, ba
         return inp.repeat_interleave(samples, 0) + stdev * noise.transpose(0, 1).reshape(-1, *inp.shape[1:])
 
     monkeypatch.setattr(NoiseTunnel, "_add_noise_to_input", staticmethod(same_noise))
-    ours = ensemble(model, x, t, base=base, sigma=sigma, n_samples=samples, noise=noise, batch_size=7)
+    ours = ensemble(model, x, t, base=base, sigma=sigma, n_samples=samples, draws=noise, batch_size=7)
     tunnel = NoiseTunnel(cls(model))
     for stat in ("smoothgrad", "smoothgrad_sq", "vargrad"):
         # Captum's stdevs is absolute; ours is a fraction of each sample's range (here exactly 1)
@@ -88,7 +88,7 @@ def test_registered_captum_methods_run_and_clean_up(name):
     for model, x in [(SmallCNN(width=4, depth=2, input_size=16).eval(), torch.rand(2, 3, 16, 16)),
                      (MLP(in_features=6, hidden=(8,)).eval(), torch.rand(3, 6))]:
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        a = METHODS[name](model, x, 1, **({"n_samples": 40} if name in ("lime", "kernel_shap") else {}))
+        a = METHODS[name].fn(model, x, 1, **({"n_samples": 40} if name in ("lime", "kernel_shap") else {}))
         assert a.shape == x.shape and torch.isfinite(a).all() and a.abs().sum() > 0
         assert all(not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks
                    and "rule" not in m.__dict__ for m in model.modules())

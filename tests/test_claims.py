@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from xailab.workbook import claims
+from xailab import claims
 
 
 def test_check_records_and_raises(tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ def _model(kind: str, seed: int) -> tuple[nn.Module, torch.Tensor]:
 def test_completeness_holds_and_input_gradient_alone_does_not(kind, seed):
     model, x = _model(kind, seed)
     for target in (0, torch.arange(x.shape[0]) % 3):
-        gap = fgm.completeness_gap(model, x, target)
+        gap = fgm.decomposition_gap(model, x, target)
         assert gap.shape == (x.shape[0],)
         assert gap.max() <= 1e-4, f"{kind}: relative completeness gap {gap.max():.3g}"
         fg = fgm.full_gradients(model, x, target)
@@ -54,7 +54,7 @@ def test_completeness_holds_and_input_gradient_alone_does_not(kind, seed):
 def test_completeness_in_float32_on_cnn_with_batchnorm():
     model, x = _model("cnn_bn", 3)
     model, x = model.float(), x.float()
-    assert fgm.completeness_gap(model, x, 1).max() <= 1e-4
+    assert fgm.decomposition_gap(model, x, 1).max() <= 1e-4
 
 
 def test_torchvision_resnet_with_reused_inplace_relus():
@@ -62,7 +62,7 @@ def test_torchvision_resnet_with_reused_inplace_relus():
     model = torchvision.models.resnet18(weights=None, num_classes=5).double()
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     model = _warm(model, x)
-    assert fgm.completeness_gap(model, x, [1, 4]).max() <= 1e-6
+    assert fgm.decomposition_gap(model, x, [1, 4]).max() <= 1e-6
     fg = fgm.full_gradients(model, x, 1)
     bns = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(fg.bias) == len(bns) + 1          # every conv (no bias) + its BN, and the fc
@@ -98,7 +98,7 @@ def test_modules_matched_by_identity_not_definition_order():
     fg = fgm.full_gradients(model, x, 2)
     assert list(fg.bias) == ["stem", "shared#0", "shared#1", "head"]   # call order, BN merged
     assert fg.bias["stem"].shape == (3, 6, 8, 8) and fg.bias["shared#1"].shape == (3, 6, 8, 8)
-    assert fgm.completeness_gap(model, x, 2).max() <= 1e-10
+    assert fgm.decomposition_gap(model, x, 2).max() <= 1e-10
     unmerged = fgm.full_gradients(model, x, 2, merge_batchnorm=False)
     assert list(unmerged.bias) == ["stem", "shared#0", "bn", "shared#1", "head"]
     assert torch.allclose(unmerged.total(), fg.total())
@@ -129,9 +129,9 @@ def test_clear_errors():
     model.eval()
     mixing = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2)).eval()
     with pytest.raises(ValueError, match="LayerNorm"):
-        fgm.completeness_gap(mixing, torch.randn(3, 4), 0)
+        fgm.decomposition_gap(mixing, torch.randn(3, 4), 0)
     # measured on request, and then visibly wrong rather than silently "complete"
-    assert fgm.completeness_gap(mixing, torch.randn(3, 4) + 2, 0, strict=False).max() > 1e-3
+    assert fgm.decomposition_gap(mixing, torch.randn(3, 4) + 2, 0, strict=False).max() > 1e-3
     stats_free = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False),
                                nn.Flatten(), nn.Linear(2 * 4 * 4, 2)).eval()
     with pytest.raises(ValueError, match="running statistics"):
@@ -248,8 +248,8 @@ def test_implicit_biases_make_smooth_activations_complete(act):
         with torch.no_grad():
             net(x)                                   # non-trivial batch-norm statistics
         net.eval()
-        assert fgm.completeness_gap(net, x, 2).max() <= 1e-4                     # float32, as trained
-        assert fgm.completeness_gap(net.double(), x.double(), 2).max() <= 1e-10
+        assert fgm.decomposition_gap(net, x, 2).max() <= 1e-4                     # float32, as trained
+        assert fgm.decomposition_gap(net.double(), x.double(), 2).max() <= 1e-10
         net.float()
         terms = fgm.full_gradients(net, x, 2)
         implicit = [k for k in terms.bias if k.endswith("(implicit)")]
@@ -277,7 +277,7 @@ def test_perturbation_table_keeps_every_image_for_paired_comparisons():
     for (fill, which), rows in table.items():
         for label, values in rows.items():
             assert values.shape == (len(fractions), len(x))     # (fractions, images), not a mean
-            expected = pixel_perturbation(model, x, target, maps[label], fractions, fill=fill,
-                                          most_salient=(which == "most"))
-            torch.testing.assert_close(values, expected.cpu())
+            expected = [pixel_perturbation(maps[label], model=model, x=x, target=target, fractions=[f], fill=fill,
+                                           most_salient=(which == "most")) for f in fractions]
+            torch.testing.assert_close(values, torch.stack(expected).cpu())
     assert len(perturbation_figure(table, fractions, "test").axes) == 2

@@ -1,7 +1,8 @@
 """The package's import graph: imports run down the layers only, and there is no cycle.
 
-Layers (docs/design.md): utils → data, models, attribution → train, removal, metrics, viz →
-papers → widgets, workbook, course. Every ``import`` counts, at module level or inside a function.
+Layers (docs/design.md): utils, hooks, stats → data, models, attribution → train, removal, metrics,
+viz, claims → papers → widgets, workbook, course. Every ``import`` counts, at module level or inside a
+function; the root package sits above every layer and loads its submodules lazily.
 """
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "xailab"
-LAYERS = {"utils": 0, "data": 1, "models": 1, "attribution": 1, "train": 2, "removal": 2, "metrics": 2,
-          "viz": 2, "papers": 3, "widgets": 4, "workbook": 4, "course": 4}
+LAYERS = {"utils": 0, "hooks": 0, "stats": 0, "data": 1, "models": 1, "attribution": 1, "train": 2, "removal": 2,
+          "metrics": 2, "viz": 2, "claims": 2, "papers": 3, "widgets": 4, "workbook": 4, "course": 4}
+#: Imports of the package's own modules allowed inside a function: matplotlib-heavy ones, loaded on use.
+LAZY = {"xailab.viz", "xailab.widgets", "xailab.workbook.runner"}
 
 
 def _modules() -> dict[str, Path]:
@@ -38,7 +41,7 @@ def _imports(path: Path, known: set[str]) -> set[str]:
 
 def _layer(module: str) -> int | None:
     parts = module.split(".")
-    return LAYERS.get(parts[1]) if len(parts) > 1 else None
+    return LAYERS.get(parts[1]) if len(parts) > 1 else max(LAYERS.values()) + 1   # the root: above all
 
 
 def _graph():
@@ -53,8 +56,30 @@ def test_every_top_level_module_has_a_layer():
 
 def test_imports_run_down_the_layers():
     upward = [(m, dep) for m, deps in _graph().items() for dep in deps
-              if m != "xailab" and _layer(dep) is not None and _layer(dep) > _layer(m)]
+              if _layer(dep) is not None and _layer(dep) > _layer(m)]
     assert not upward, f"imports from a lower layer to a higher one: {upward}"
+
+
+def test_the_root_lists_every_top_level_module():
+    import xailab
+
+    tops = {m.split(".")[1] for m in _modules() if m != "xailab"}
+    assert set(xailab.SUBMODULES) == tops, f"xailab.SUBMODULES misses or invents: {sorted(tops ^ set(xailab.SUBMODULES))}"
+    assert xailab.attribute is xailab.attribution.attribute
+
+
+def test_own_imports_sit_at_module_top():
+    hidden = []
+    for m, path in _modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = set(id(n) for n in tree.body)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                own = [n for n in names if n.startswith("xailab") and n not in LAZY]
+                if own:
+                    hidden.append(f"{m}: {', '.join(own)}")
+    assert not hidden, f"imports of the package's own modules inside functions: {hidden}"
 
 
 def test_no_import_cycle():
@@ -81,6 +106,11 @@ def test_no_import_cycle():
 
 
 def test_no_import_hidden_behind_importlib():
+    # only the root's PEP 562 loader may use importlib, and only for the names it lists
     hidden = [str(p.relative_to(ROOT)) for m, p in _modules().items()
               if m != "xailab" and "importlib" in p.read_text(encoding="utf-8")]
     assert not hidden, f"modules importing through importlib: {hidden}"
+    root = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    calls = [n for n in ast.walk(root) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "import_module"]
+    loader = next(f for f in root.body if isinstance(f, ast.FunctionDef) and f.name == "__getattr__")
+    assert calls and all(any(c is n for n in ast.walk(loader)) for c in calls), "importlib outside __getattr__"

@@ -157,9 +157,9 @@ def test_fraction_outside_unit_interval_is_rejected(fraction):
 
 def test_bad_shapes_and_options_are_rejected():
     x = torch.rand(2, 3, 4, 4)
-    with pytest.raises(ValueError, match="relevance must have the shape"):
+    with pytest.raises(ValueError, match="maps must have the shape"):
         remove(x, torch.rand(2, 3, 4, 5), 0.5)
-    with pytest.raises(ValueError, match="relevance must have the shape"):
+    with pytest.raises(ValueError, match="maps must have the shape"):
         remove(x, torch.rand(3, 3, 4, 4), 0.5)
     with pytest.raises(ValueError, match="rank_by"):
         remove(x, torch.rand_like(x), 0.5, rank_by="channel")

@@ -30,7 +30,7 @@ def toy():
 
 def _toy_run(toy, **kw):
     train, test, rankings = toy
-    kw = dict(dict(fractions=(0, 0.25), seeds=[0, 1], epochs=8, variants=("roar", "no_retrain"),
+    kw = dict(dict(fractions=(0, 0.25), seeds=[0, 1], epochs=8, variants=("roar", "morf"),
                    cache_dir=None, progress=False), **kw)
     return roar(MLP, train, test, rankings, **kw)
 
@@ -41,10 +41,10 @@ def test_toy_ordering_ground_truth_below_random_below_inverted(toy):
     assert gt < rnd < inv, (gt, rnd, inv)
     assert gt < 0.6  # the four informative features gone: chance (0.5)
     assert inv > res.accuracy("random", 0.0) - 0.05  # uninformative features gone: nothing lost
-    # the tidy table: one record per seed for retrained cells, one for no_retrain
+    # the tidy table: one record per seed for retrained cells, one for morf
     assert len(res.filter(variant="roar", fraction=0.25)) == 3 * 2
-    assert len(res.filter(variant="no_retrain")) == 3 * 2
-    assert {r["variant"] for r in res} == {"roar", "no_retrain"}
+    assert len(res.filter(variant="morf")) == 3 * 2
+    assert {r["variant"] for r in res} == {"roar", "morf"}
     assert all(0 <= r["accuracy"] <= 1 for r in res)
     means = {(m["estimator"], m["variant"], m["fraction"]): m for m in res.mean()}
     assert means[("ground truth", "roar", 0.25)]["n"] == 2
@@ -55,7 +55,7 @@ def test_executor_gives_identical_numbers(toy):
     train, test, rankings = toy
     small = (train[:300], test[:200], {k: rankings[k] for k in ("ground truth", "inverted")})
     small = (small[0], small[1], {k: (a[:300], b[:200]) for k, (a, b) in small[2].items()})
-    kw = dict(fractions=(0, 0.25), epochs=4, variants=("roar", "keep"))
+    kw = dict(fractions=(0, 0.25), epochs=4, variants=("roar", "kar"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread on both sides: same arithmetic, and fork-safe OpenMP
     try:
@@ -69,10 +69,10 @@ def test_executor_gives_identical_numbers(toy):
     assert serial.records == parallel.records
 
 
-def test_keep_variant_removes_the_least_relevant(toy):
-    res = _toy_run(toy, variants=("keep",), fractions=(0.5,))
+def test_kar_variant_removes_the_least_relevant(toy):
+    res = _toy_run(toy, variants=("kar",), fractions=(0.5,))
     # removing the least relevant half keeps the four informative features: no loss
-    assert res.accuracy("ground truth", 0.5, "keep") > res.accuracy("inverted", 0.5, "keep") + 0.2
+    assert res.accuracy("ground truth", 0.5, "kar") > res.accuracy("inverted", 0.5, "kar") + 0.2
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +128,14 @@ def test_cache_hit_is_identical_and_options_invalidate_it(tiny_images, tmp_path,
     assert len(calls) == 3  # new weights, new key
     relevance_maps(model, train[:6], ["gradient"], **kw)
     assert len(calls) == 4  # new data, new key
-    relevance_maps(model, train, ["gradient"], defaults=opts, cache_dir=tmp_path, progress=False, target="label")
+    relevance_maps(model, train, ["gradient"], defaults=opts, cache_dir=tmp_path, progress=False, target="predicted")
     assert len(calls) == 5  # another explained class, new key
 
 
 def test_roar_rerun_from_cache_gives_identical_results(tiny_images, tmp_path, monkeypatch):
     train, test = tiny_images
     kw = dict(fractions=(0, 0.5), seeds=[0], epochs=1, explain_model=_tiny_cnn(0), cache_dir=tmp_path,
-              progress=False, variants=("roar", "no_retrain"), batch_size=16)
+              progress=False, variants=("roar", "morf"), batch_size=16)
     first = roar(_tiny_cnn, train, test, ["gradient", "random", "sobel"], **kw)
     calls = []
     monkeypatch.setattr(est_module, "method_maps", lambda *a, **k: calls.append(1))
@@ -148,7 +148,8 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     est_module.atomic_save(torch.ones(3), target)
 
     def broken_save(obj, f):
-        f.write(b"partial bytes")
+        with open(f, "wb") as out:
+            out.write(b"partial bytes")
         raise KeyboardInterrupt  # as if the sweep were interrupted mid-write
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -172,10 +173,10 @@ def test_sweep_bad_input_errors(toy):
     with pytest.raises(ValueError, match="unknown ensemble"):
         parse_method("mean(gradient)")
     bad = {"short": (train.mask[:, :3], test.mask)}
-    with pytest.raises(ValueError, match="relevance of 'short'"):
+    with pytest.raises(ValueError, match="maps of 'short'"):
         roar(MLP, train, test, bad, seeds=1, epochs=1, progress=False, cache_dir=None)
     with pytest.raises(ValueError, match="variants"):
-        roar(MLP, train, test, rankings, seeds=1, epochs=1, variants=("kar",), progress=False)
+        roar(MLP, train, test, rankings, seeds=1, epochs=1, variants=("keep",), progress=False)
 
 
 def test_fingerprint_covers_batchnorm_buffers():
@@ -189,13 +190,13 @@ def test_fingerprint_covers_batchnorm_buffers():
     assert model_fingerprint(model) != before
 
 
-def test_no_retrain_variants_are_morf_and_lerf_and_run_on_an_executor(tiny_images):
+def test_morf_and_lerf_score_the_explained_model_and_run_on_an_executor(tiny_images):
     train, test = tiny_images
     model = _tiny_cnn(0)
     kw = dict(fractions=(0, 0.5), seeds=[0], epochs=1, explain_model=model, progress=False, batch_size=16,
-              variants=("no_retrain", "no_retrain_keep"), fill="noisy_linear", fill_options={"noise": 0.0})
+              variants=("morf", "lerf"), fill="noisy_linear", fill_options={"noise": 0.0})
     res = roar(_tiny_cnn, train, test, ["gradient", "random"], **kw)
-    assert set(res.variants) == {"no_retrain", "no_retrain_keep"} and res.meta["fill"] == "noisy_linear"
+    assert set(res.variants) == {"morf", "lerf"} and res.meta["fill"] == "noisy_linear"
     # MoRF at 0.5 is the explained model on the test set with the top half imputed
     from xailab.papers.roar import relevance_maps
     from xailab.removal import remove
@@ -204,9 +205,9 @@ def test_no_retrain_variants_are_morf_and_lerf_and_run_on_an_executor(tiny_image
 
     rel = relevance_maps(model, test, ["gradient"], progress=False)["gradient"]
     morf = evaluate(model, dataclasses.replace(test, x=remove(test.x, rel, 0.5, fill="noisy_linear", noise=0.0)))
-    assert res.accuracy("gradient", 0.5, "no_retrain") == morf
-    lerf = res.accuracy("gradient", 0.5, "no_retrain_keep")
-    assert 0 <= lerf <= 1 and res.accuracy("gradient", 0.0, "no_retrain_keep") == evaluate(model, test)
+    assert res.accuracy("gradient", 0.5, "morf") == morf
+    lerf = res.accuracy("gradient", 0.5, "lerf")
+    assert 0 <= lerf <= 1 and res.accuracy("gradient", 0.0, "lerf") == evaluate(model, test)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -232,11 +233,11 @@ def test_rank_agreement_and_mean_accuracy():
     assert res.mean_accuracy("g") == pytest.approx((0.7 + 0.3) / 2)
     assert res.mean_accuracy("g", fractions=[0.0, 0.9]) == pytest.approx(0.65)
     # a variant measured at other fractions (LeRF kept small) averages over its own, not the union
-    lerf = RoarResult(res.records + [dict(estimator="g", variant="no_retrain_keep", fraction=f, seed=None, accuracy=a)
+    lerf = RoarResult(res.records + [dict(estimator="g", variant="lerf", fraction=f, seed=None, accuracy=a)
                                      for f, a in [(0.95, 0.9), (0.99, 0.5)]])
-    assert lerf.mean_accuracy("g", variant="no_retrain_keep") == pytest.approx(0.7)
+    assert lerf.mean_accuracy("g", variant="lerf") == pytest.approx(0.7)
     assert lerf.mean_accuracy("g") == pytest.approx((0.7 + 0.3) / 2)
-    assert lerf.per_seed("g", variant="no_retrain_keep") == pytest.approx({None: 0.7})
+    assert lerf.per_seed("g", variant="lerf") == pytest.approx({None: 0.7})
 
 
 def test_mask_leakage_and_pattern_visibility_separate_a_class_shaped_removal_from_a_random_one():

@@ -45,7 +45,7 @@ def test_trace_rows_and_summaries():
                                  batch=2, keep_traces=True)
     assert len(dense) == len(rows) == 6 and len(traces) == 3
     assert all(0 <= r["auc"] <= 1 and r["map"].shape == (10, 10) for r in dense + rows)
-    table = ev.summarize(dense + rows)
+    table = ev.summarise(dense + rows)
     assert set(table) == {("dense", "gradient"), ("dense", "input_x_gradient"), (0.5, "gradient"),
                           (0.5, "input_x_gradient")}
     per_method, overall = ev.calibrate(rows + [{**r, "variant": 0.9, "auc": r["auc"] + 0.1} for r in rows])

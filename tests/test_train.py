@@ -188,7 +188,7 @@ def test_fit_many_strategy_choice_and_errors():
 def test_sgd_cosine_and_step_budget_agree_between_fit_and_fit_many():
     datasets = [bright_quadrant(70, seed=20 + k) for k in range(2)]
     fn = lambda s: SmallCNN(in_channels=1, num_classes=2, width=4, input_size=8, seed=s)  # noqa: E731
-    kw = dict(lr=0.05, batch_size=16, optimizer="sgd", momentum=0.9, weight_decay=1e-4, schedule="cosine",
+    kw = dict(lr=0.05, batch_size=16, optimiser="sgd", momentum=0.9, weight_decay=1e-4, lr_schedule="cosine",
               steps=7, progress=False)
     ref = [fit(fn(s), d, seed=s, **kw) for s, d in zip(SEEDS[:2], datasets)]
     out = fit_many(fn, datasets, seeds=SEEDS[:2], **kw)
@@ -209,9 +209,9 @@ def test_sgd_cosine_and_step_budget_agree_between_fit_and_fit_many():
             opt.step()
             step += 1
     assert torch.allclose(_flat(model.eval()), _flat(ref[0]), atol=1e-6)
-    with pytest.raises(ValueError, match="optimizer"):
-        fit(fn(0), datasets[0], optimizer="lbfgs", progress=False)
+    with pytest.raises(ValueError, match="optimiser"):
+        fit(fn(0), datasets[0], optimiser="lbfgs", progress=False)
     with pytest.raises(ValueError, match="schedule"):
-        fit(fn(0), datasets[0], schedule="step", progress=False)
+        fit(fn(0), datasets[0], lr_schedule="step", progress=False)
     with pytest.raises(ValueError, match="steps"):
         fit_many(fn, datasets, seeds=[0, 1], steps=0, progress=False)

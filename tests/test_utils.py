@@ -58,3 +58,27 @@ def test_forked_rng_seeds_and_restores_both_generators():
     assert torch.equal(a[0], b[0]) and (a[1] == b[1]).all()
     assert torch.equal(before_t, torch.random.get_rng_state())
     assert (before_n == np.random.get_state()[1]).all()
+
+
+def test_derive_seed_is_a_fixed_hash_of_the_names():
+    from xailab.utils import derive_seed
+
+    a = derive_seed(0, "ROAR-1", "cell", 3)
+    assert a == derive_seed(0, "ROAR-1", "cell", 3) and 0 <= a < 2 ** 31
+    assert len({derive_seed(s, "ROAR-1", r) for s in range(5) for r in range(8)}) == 40   # distinct streams
+    assert derive_seed(1, "x") != derive_seed(0, "x") and derive_seed(0, "x", 1) != derive_seed(0, "x", "1")
+    assert derive_seed(0, "GEN", 2) == 536918756         # the same number on every machine and process
+
+
+def test_atomic_file_replaces_or_leaves_the_old_file(tmp_path):
+    from xailab.utils import atomic_file, write_atomic
+
+    target = tmp_path / "out.txt"
+    write_atomic(target, "old")
+    with pytest.raises(KeyError):
+        with atomic_file(target) as tmp:
+            tmp.write_text("half")
+            raise KeyError("interrupted")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    write_atomic(target, b"new")
+    assert target.read_bytes() == b"new"

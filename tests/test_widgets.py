@@ -15,11 +15,11 @@ from xailab import widgets as wd
 from xailab.widgets import ExplorerState
 
 pytest.importorskip("xailab.attribution")
-from xailab.attribution import attribute  # noqa: E402
+from xailab.attribution import OPTION_RANGES, attribute  # noqa: E402
 from xailab.data import Data  # noqa: E402
 from xailab.models import SmallCNN  # noqa: E402
 
-ALL_METHODS = wd.DEFAULT_METHODS + ("occlusion", "lime", "kernel_shap", "gradient_shap", "lrp",
+ALL_METHODS = wd.EXPLORER_METHODS + ("occlusion", "lime", "kernel_shap", "gradient_shap", "lrp",
                                     "simple_fullgrad", "smooth_fullgrad")
 
 
@@ -45,7 +45,7 @@ def _image_axes(fig):
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_options_for_every_method(method):
     opts = wd.options_for(method)
-    assert set(opts) == set(wd.CONTROLS)
+    assert set(opts) == set(wd.TUNABLE)
     assert opts["base"] == (method in wd.ENSEMBLES)
     assert opts["sigma"] == (method in wd.ENSEMBLES or method in ("smooth_fullgrad", "gradient_shap"))
     assert opts["steps"] == (method == "integrated_gradients")
@@ -86,7 +86,7 @@ def test_compute_and_render_every_method(method, model, data):
     assert fig.get_suptitle().startswith(method)
 
 
-@pytest.mark.parametrize("base", wd.BASES)
+@pytest.mark.parametrize("base", wd.ENSEMBLE_BASES)
 @pytest.mark.parametrize("method", wd.ENSEMBLES)
 def test_every_base_of_every_ensemble(method, base, model, data):
     state = ExplorerState(method=method, base=base, n_samples=4, steps=3, sigma=0.1)
@@ -100,8 +100,8 @@ def test_every_base_of_every_ensemble(method, base, model, data):
     assert f"▸ {method}" in titles
 
 
-@pytest.mark.parametrize("sigma", wd.SIGMA_RANGE)
-@pytest.mark.parametrize("n_samples", wd.N_SAMPLES_RANGE[:1] + (8,))
+@pytest.mark.parametrize("sigma", OPTION_RANGES["sigma"][:2])
+@pytest.mark.parametrize("n_samples", (OPTION_RANGES["n_samples"][0], 8))
 def test_sigma_and_n_samples_edges(sigma, n_samples, model, data):
     maps = wd.compute(ExplorerState(method="smoothgrad", sigma=sigma, n_samples=n_samples), model, data,
                       device="cpu")
@@ -110,7 +110,7 @@ def test_sigma_and_n_samples_edges(sigma, n_samples, model, data):
         assert torch.allclose(maps["vargrad"], torch.zeros_like(maps["vargrad"]), atol=1e-7)
 
 
-@pytest.mark.parametrize("steps", wd.STEPS_RANGE)
+@pytest.mark.parametrize("steps", OPTION_RANGES["steps"][:2])
 def test_ig_steps_edges(steps, model, data):
     maps = wd.compute(ExplorerState(method="integrated_gradients", steps=steps), model, data, device="cpu")
     x = data.x[:1]
@@ -171,13 +171,19 @@ def test_explorer_redraws_when_the_method_changes(model, data):
     assert box.controls["index"].max == len(data) - 1
 
 
-def test_explorer_shows_errors_instead_of_swallowing_them(model, data):
-    box = wd.explorer(model, data, methods=("no_such_method",), device="cpu")
+def test_explorer_shows_errors_instead_of_swallowing_them(model, data, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("the method failed on this model")
+
+    monkeypatch.setattr(wd, "compute", boom)
+    box = wd.explorer(model, data, methods=("gradient",), device="cpu")
     (out,) = box.output.outputs
-    assert out["output_type"] == "stream" and "no_such_method" in out["text"]
+    assert out["output_type"] == "stream" and "failed on this model" in out["text"]
 
 
 def test_explorer_checks_its_arguments(model, data):
+    with pytest.raises(ValueError, match="no_such_method"):
+        wd.explorer(model, data, methods=("no_such_method",))
     with pytest.raises(ValueError, match="bases"):
         wd.explorer(model, data, bases=("sobel",))
     with pytest.raises(ValueError, match="state.method"):

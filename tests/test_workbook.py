@@ -6,7 +6,8 @@ import json
 import nbformat
 import pytest
 
-from xailab.workbook import files, report, runner as workbook
+from xailab import utils
+from xailab.workbook import report, runner as workbook
 
 
 def _notebook(path, body: str):
@@ -23,10 +24,10 @@ def books(tmp_path):
     src = tmp_path / "notebooks"
     src.mkdir()
     _notebook(src / "10_good.ipynb",
-              "from xailab.workbook import claims\n"
+              "from xailab import claims\n"
               "claims.check('ROAR', 'quick is injected', holds=quick, value=scale * 2)\n")
     _notebook(src / "20_bad.ipynb",
-              "from xailab.workbook import claims\n"
+              "from xailab import claims\n"
               "claims.check('SPADE', 'an impossible claim', holds=False, value=seed)\n")
     return src
 
@@ -82,11 +83,13 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     def failing_replace(src, dst):
         raise Boom
 
-    monkeypatch.setattr(files.os, "replace", failing_replace)
+    monkeypatch.setattr(utils.os, "replace", failing_replace)
     with pytest.raises(Boom):
-        files.write_atomic(target, "half")
+        utils.write_atomic(target, "half")
     assert not target.exists()
-    files.clean_partials(tmp_path)
+    assert not list(tmp_path.iterdir())            # the partial file went with the error
+    (tmp_path / "x.partial.ipynb").write_text("left by a killed run")
+    workbook.clean_partials(tmp_path)
     assert not list(tmp_path.iterdir())
 
 

@@ -2,16 +2,17 @@
 
 Layout, by layer (imports run down the layers only):
 
-- ``utils`` — devices, argument checks, progress bars, mode guards, seeded RNG;
-- ``data``, ``models`` and ``attribution`` (the engine: every method by name, ensembles, FullGrad,
-  maps of many methods over a data set);
+- ``utils``, ``hooks`` (hooks and model structure) and ``stats`` (intervals and tests) — the floor;
+- ``data``, ``models`` and ``attribution`` (the engine: every method by name with its facts,
+  ensembles, FullGrad, maps of many methods over a data set);
 - ``train``, ``removal`` (which features to remove, what they become), ``metrics`` (the
-  catalogue), ``viz``;
+  catalogue and its runner), ``viz``, ``claims`` (the registered protocol that decides a verdict);
 - ``papers`` — one package per paper: ``roar``, ``fullgrad``, ``spade``, ``generalization``;
-- ``widgets`` and ``workbook`` (the runner, the claims and the report).
+- ``widgets``, ``workbook`` (the runner and the report) and ``course`` (the exercises).
 
 Submodules are imported on first use (``xailab.data``, ``xailab.attribution`` ...), so importing
-``xailab`` itself is cheap and has no side effects. ``xailab.attribute`` is the one shortcut.
+``xailab`` itself is cheap and has no side effects. ``xailab.attribute`` is the one shortcut: the
+engine's :func:`xailab.attribution.attribute`.
 """
 from __future__ import annotations
 
@@ -19,19 +20,18 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {
-    "attribution", "data", "metrics", "models", "papers", "removal", "train", "utils", "viz", "widgets", "workbook",
-}
-
-
-def attribute(model, x, target, method: str = "gradient", **options):
-    """Explain ``model``'s output ``target`` at ``x`` with the attribution method named ``method``."""
-    from xailab.attribution import attribute as _attribute
-
-    return _attribute(model, x, target, method=method, **options)
+#: The top-level modules, each loaded on first access (PEP 562).
+SUBMODULES = ("attribution", "claims", "course", "data", "hooks", "metrics", "models", "papers", "removal",
+              "stats", "train", "utils", "viz", "widgets", "workbook")
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
+    if name in SUBMODULES:
         return importlib.import_module(f"xailab.{name}")
+    if name == "attribute":
+        return importlib.import_module("xailab.attribution").attribute
     raise AttributeError(f"module 'xailab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *SUBMODULES, "attribute"])

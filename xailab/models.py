@@ -25,7 +25,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from xailab.utils import check_positive, forked_rng
 
-__all__ = ["SmallCNN", "SmallResNet", "MLP", "make_model", "MODELS", "warm_up_batchnorm"]
+__all__ = ["SmallCNN", "SmallResNet", "MLP", "make_model", "MODELS", "ModelFactory", "warm_up_batchnorm"]
 
 
 class SmallCNN(nn.Module):
@@ -223,3 +223,20 @@ def make_model(name: str, **kw) -> nn.Module:
     except (KeyError, TypeError):
         raise ValueError(f"name must be one of {sorted(MODELS)}, got {name!r}") from None
     return cls(**kw)
+
+
+class ModelFactory:
+    """A ``model_fn`` that pickles (for process pools and clusters): ``ModelFactory("cnn", width=8)(seed)`` is
+    ``make_model("cnn", width=8, seed=seed)``, a fresh untrained model for every seed."""
+
+    def __init__(self, name: str, **kw):
+        if name not in MODELS:
+            raise ValueError(f"name must be one of {sorted(MODELS)}, got {name!r}")
+        self.name, self.kw = name, kw
+
+    def __call__(self, seed: int) -> nn.Module:
+        return make_model(self.name, seed=seed, **self.kw)
+
+    def __repr__(self) -> str:
+        args = ", ".join([repr(self.name)] + [f"{k}={v!r}" for k, v in self.kw.items()])
+        return f"ModelFactory({args})"

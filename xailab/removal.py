@@ -51,7 +51,7 @@ NEIGHBOURS = (((-1, 0), 1 / 6), ((1, 0), 1 / 6), ((0, -1), 1 / 6), ((0, 1), 1 / 
 IMPUTATION_NOISE = 0.01
 
 __all__ = ["RANK_BY", "FILLS", "BLUR_SIGMA", "NEIGHBOURS", "IMPUTATION_NOISE", "n_removed", "feature_scores",
-           "removal_mask", "blur", "dataset_mean", "fill_value", "fill_removed", "noisy_linear_imputation",
+           "feature_ranks", "removal_mask", "blur", "dataset_mean", "fill_value", "fill_removed", "noisy_linear_imputation",
            "replace_features", "remove", "keep"]
 
 
@@ -63,32 +63,31 @@ def n_removed(fraction: float, n_features: int) -> int:
     return min(n_features, math.floor(round(fraction * n_features, 9)))
 
 
-def _check_pair(x: Tensor, relevance: Tensor) -> None:
-    if not isinstance(x, Tensor) or not isinstance(relevance, Tensor):
-        raise TypeError(f"x and relevance must be tensors, got {type(x).__name__} and {type(relevance).__name__}")
+def _check_pair(x: Tensor, maps: Tensor) -> None:
+    if not isinstance(x, Tensor) or not isinstance(maps, Tensor):
+        raise TypeError(f"x and maps must be tensors, got {type(x).__name__} and {type(maps).__name__}")
     if x.ndim not in (2, 4):
         raise ValueError(f"x must be a batch (N, C, H, W) or (N, D), got shape {tuple(x.shape)}")
-    ok = relevance.shape == x.shape or (
-        x.ndim == 4 and relevance.ndim == 4 and relevance.shape[1] == 1
-        and relevance.shape[0] == x.shape[0] and relevance.shape[2:] == x.shape[2:])
+    ok = maps.shape == x.shape or (
+        x.ndim == 4 and maps.ndim == 4 and maps.shape[1] == 1
+        and maps.shape[0] == x.shape[0] and maps.shape[2:] == x.shape[2:])
     if not ok:
-        raise ValueError(f"relevance must have the shape of x {tuple(x.shape)} (or one channel), "
-                         f"got {tuple(relevance.shape)}")
+        raise ValueError(f"maps must have the shape of x {tuple(x.shape)} (or one channel), got {tuple(maps.shape)}")
     check_finite("x", x)
-    check_finite("relevance", relevance)
+    check_finite("maps", maps)
 
 
-def feature_scores(relevance: Tensor, rank_by: str = "pixel", reduce: str = "abs-sum") -> Tensor:
+def feature_scores(maps: Tensor, rank_by: str = "pixel", reduce: str = "abs-sum") -> Tensor:
     """Scores ``(N, F)`` that rank the features (higher = more relevant); see the module docstring."""
     if rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
-    check_finite("relevance", relevance)
-    r = relevance.detach().float()
+    check_finite("maps", maps)
+    r = maps.detach().float()
     if rank_by == "pixel" and r.ndim == 4:
         if r.shape[1] > 1:
-            r = reduce_channels(r, how=reduce)
+            r = reduce_channels(r, reduce=reduce)
         elif reduce != "sum":
             r = r.abs()
     elif reduce != "sum":
@@ -96,27 +95,32 @@ def feature_scores(relevance: Tensor, rank_by: str = "pixel", reduce: str = "abs
     return r.reshape(r.shape[0], -1)
 
 
-def removal_mask(relevance: Tensor, fraction: float, *, rank_by: str = "pixel", reduce: str = "abs-sum",
+def feature_ranks(maps: Tensor, rank_by: str = "pixel", reduce: str = "abs-sum") -> Tensor:
+    """The rank of every feature ``(N, F)``: 0 for the most relevant; among equal scores the lower
+    flat index ranks first (a stable sort). Every removal in xailab is ``rank < k`` (or ``>= F - k``)."""
+    scores = feature_scores(maps, rank_by, reduce)
+    n, f = scores.shape
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return torch.empty_like(order).scatter_(1, order, torch.arange(f, device=order.device).expand(n, f))
+
+
+def removal_mask(maps: Tensor, fraction: float, *, rank_by: str = "pixel", reduce: str = "abs-sum",
                  top: bool = True) -> Tensor:
     """Boolean mask of the features to replace, shaped like one feature map.
 
     ``top=True`` marks the ``floor(fraction * F)`` highest-ranked features (ROAR); ``top=False``
     the same number of lowest-ranked ones, in the same ranking (ties included), so
-    ``removal_mask(r, f, top=False)`` equals ``~removal_mask(r, 1 - f)`` up to rounding of the
+    ``removal_mask(m, f, top=False)`` equals ``~removal_mask(m, 1 - f)`` up to rounding of the
     count. The mask has shape ``(N, 1, H, W)`` for pixel ranking of images and the shape of
-    ``relevance`` otherwise.
+    ``maps`` otherwise.
     """
-    scores = feature_scores(relevance, rank_by, reduce)
-    n, f = scores.shape
+    ranks = feature_ranks(maps, rank_by, reduce)
+    n, f = ranks.shape
     k = n_removed(fraction, f)
-    flat = torch.zeros(n, f, dtype=torch.bool, device=scores.device)
-    if k:
-        # stable sort: equal scores keep index order, so ties rank the lower index first
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-        flat.scatter_(1, order[:, :k] if top else order[:, f - k:], True)
-    if rank_by == "pixel" and relevance.ndim == 4:
-        return flat.reshape(n, 1, *relevance.shape[2:])
-    return flat.reshape(relevance.shape)
+    flat = ranks < k if top else ranks >= f - k
+    if rank_by == "pixel" and maps.ndim == 4:
+        return flat.reshape(n, 1, *maps.shape[2:])
+    return flat.reshape(maps.shape)
 
 
 # --------------------------------------------------------------------------- what they become
@@ -281,38 +285,38 @@ def noisy_linear_imputation(x: Tensor, removed: Tensor, *, noise: float = IMPUTA
 
 
 # --------------------------------------------------------------------------- both
-def replace_features(x: Tensor, relevance: Tensor, fraction: float, *, top: bool = True, fill="dataset_mean",
+def replace_features(x: Tensor, maps: Tensor, fraction: float, *, top: bool = True, fill="dataset_mean",
                      rank_by: str = "pixel", reduce: str = "abs-sum", **fill_options) -> Tensor:
     """Replace the top (``top=True``, ROAR) or bottom ``floor(fraction * F)`` features of each sample.
 
-    ROAR uses ``top=False`` for its ``keep`` variant, so that every variant is indexed by the
+    ROAR uses ``top=False`` for its ``kar`` variant, so that every variant is indexed by the
     fraction *removed*: keeping the top 10 % is ``top=False`` at 0.9.
     """
-    _check_pair(x, relevance)
-    mask = removal_mask(relevance, fraction, rank_by=rank_by, reduce=reduce, top=top)
+    _check_pair(x, maps)
+    mask = removal_mask(maps, fraction, rank_by=rank_by, reduce=reduce, top=top)
     return fill_removed(x, mask, fill, **fill_options)
 
 
-def remove(x: Tensor, relevance: Tensor, fraction: float, fill="dataset_mean", rank_by: str = "pixel",
+def remove(x: Tensor, maps: Tensor, fraction: float, fill="dataset_mean", rank_by: str = "pixel",
            reduce: str = "abs-sum", **fill_options) -> Tensor:
     """Replace the top ``floor(fraction * F)`` features of each sample (ROAR).
 
-    ``x``: ``(N, C, H, W)`` or ``(N, D)``; ``relevance``: same shape (or one channel for images).
+    ``x``: ``(N, C, H, W)`` or ``(N, D)``; ``maps``: same shape (or one channel for images).
     ``fill``: a name in :data:`FILLS` or a value (default: the per-channel mean of ``reference``,
     pass the *training set* there as ROAR does, else of ``x`` itself). ``remove(x, r, 0)`` returns
     ``x`` unchanged (a copy).
     """
-    return replace_features(x, relevance, fraction, top=True, fill=fill, rank_by=rank_by, reduce=reduce,
+    return replace_features(x, maps, fraction, top=True, fill=fill, rank_by=rank_by, reduce=reduce,
                             **fill_options)
 
 
-def keep(x: Tensor, relevance: Tensor, fraction: float, fill="dataset_mean", rank_by: str = "pixel",
+def keep(x: Tensor, maps: Tensor, fraction: float, fill="dataset_mean", rank_by: str = "pixel",
          reduce: str = "abs-sum", **fill_options) -> Tensor:
     """Keep the top ``floor(fraction * F)`` features and replace all others (KAR).
 
     The complement of :func:`remove` with the same arguments: every feature is replaced by exactly
     one of ``remove(x, r, f)`` and ``keep(x, r, f)``.
     """
-    _check_pair(x, relevance)
-    mask = removal_mask(relevance, fraction, rank_by=rank_by, reduce=reduce, top=True)
+    _check_pair(x, maps)
+    mask = removal_mask(maps, fraction, rank_by=rank_by, reduce=reduce, top=True)
     return fill_removed(x, ~mask, fill, **fill_options)

@@ -4,7 +4,7 @@ Conventions shared by :func:`fit` and :func:`fit_many` (they must agree, so that
 models at once gives the models one would get one by one):
 
 - optimiser: ``torch.optim.Adam(lr, weight_decay)`` (default) or ``torch.optim.SGD(lr, momentum,
-  weight_decay)``; the learning rate constant or, with ``schedule="cosine"``, decayed to 0 over
+  weight_decay)``; the learning rate constant or, with ``lr_schedule="cosine"``, decayed to 0 over
   the run; loss: mean cross-entropy per batch;
 - order: one ``torch.Generator`` seeded with ``seed`` per model; each epoch draws
   ``torch.randperm(N, generator=g)`` and walks it in batches of ``batch_size`` (the last batch
@@ -17,13 +17,17 @@ models at once gives the models one would get one by one):
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
+from xailab.hooks import hooks_removed, model_device
+from xailab.models import MLP, SmallCNN
 from xailab.utils import check_positive, preserved_state, resolve_device, seeded_generator
 
 __all__ = ["fit", "fit_many", "evaluate", "predict"]
@@ -52,22 +56,22 @@ def _check_hyper(epochs, lr, batch_size, weight_decay) -> tuple[int, float, int,
     return epochs, lr, batch_size, float(weight_decay)
 
 
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = (None, "cosine")
+OPTIMISERS = ("adam", "sgd")
+LR_SCHEDULES = (None, "cosine")
 
 
-def _check_recipe(optimizer: str, momentum: float, schedule, steps) -> int | None:
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+def _check_recipe(optimiser: str, momentum: float, lr_schedule, steps) -> int | None:
+    if optimiser not in OPTIMISERS:
+        raise ValueError(f"optimiser must be one of {OPTIMISERS}, got {optimiser!r}")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     return None if steps is None else int(check_positive("steps", steps, integer=True))
 
 
-def _optimizer(params, optimizer: str, lr: float, momentum: float, weight_decay: float):
-    if optimizer == "sgd":
+def _optimiser(params, optimiser: str, lr: float, momentum: float, weight_decay: float):
+    if optimiser == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
@@ -80,8 +84,8 @@ def _plan(n: int, batch_size: int, epochs: int, steps: int | None) -> tuple[int,
     return math.ceil(steps / per_epoch), steps
 
 
-def _set_lr(opt, lr: float, schedule, step: int, total: int) -> None:
-    if schedule == "cosine":
+def _set_lr(opt, lr: float, lr_schedule, step: int, total: int) -> None:
+    if lr_schedule == "cosine":
         for group in opt.param_groups:
             group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
 
@@ -101,22 +105,22 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
 
 def fit(model: nn.Module, data, *, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64,
         weight_decay: float = 0.0, seed: int = 0, device="auto", progress: bool = True,
-        optimizer: str = "adam", momentum: float = 0.9, schedule: str | None = None,
+        optimiser: str = "adam", momentum: float = 0.9, lr_schedule: str | None = None,
         steps: int | None = None) -> nn.Module:
     """Train ``model`` on ``data`` with cross-entropy; return it in eval mode on ``device``.
 
-    ``optimizer``: ``"adam"`` or ``"sgd"`` (with ``momentum``); ``schedule="cosine"`` decays the
+    ``optimiser``: ``"adam"`` or ``"sgd"`` (with ``momentum``); ``lr_schedule="cosine"`` decays the
     learning rate to 0 over the run; ``steps`` trains for that many batches instead of ``epochs``
     passes. ``seed`` fixes the shuffling order (a local generator; the global RNG is untouched).
     The model is trained in place (moved to ``device``) and also returned. The bar shows the last
     epoch's mean training loss and accuracy.
     """
     epochs, lr, batch_size, weight_decay = _check_hyper(epochs, lr, batch_size, weight_decay)
-    steps = _check_recipe(optimizer, momentum, schedule, steps)
+    steps = _check_recipe(optimiser, momentum, lr_schedule, steps)
     x, y = _check_data(data)
     dev = resolve_device(device)
     model.to(dev).train()
-    opt = _optimizer(model.parameters(), optimizer, lr, momentum, weight_decay)
+    opt = _optimiser(model.parameters(), optimiser, lr, momentum, weight_decay)
     g = seeded_generator(seed)
     n = len(y)
     epochs, total = _plan(n, batch_size, epochs, steps)
@@ -127,7 +131,7 @@ def fit(model: nn.Module, data, *, epochs: int = 10, lr: float = 1e-3, batch_siz
         for idx in _batches(n, batch_size, g):
             if step == total:
                 break
-            _set_lr(opt, lr, schedule, step, total)
+            _set_lr(opt, lr, lr_schedule, step, total)
             xb, yb = x[idx].to(dev), y[idx].to(dev)
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
@@ -143,11 +147,6 @@ def fit(model: nn.Module, data, *, epochs: int = 10, lr: float = 1e-3, batch_siz
     return model.eval()
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device="auto") -> torch.Tensor:
     """Logits ``(N, num_classes)`` of ``model`` on ``x``, computed in eval mode in batches without
@@ -160,7 +159,7 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device=
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
     if device is None or device == "auto":
-        dev = _model_device(model)
+        dev = model_device(model)
     else:
         dev = resolve_device(device)
         model.to(dev)
@@ -221,10 +220,6 @@ _FLATTEN = "flatten"  # marker for the torch.flatten in SmallCNN.forward
 def _plain_layers(model: nn.Module) -> list | None:
     """The layers ``model.forward`` applies one after the other, when the model is a plain chain
     the fused strategy can reproduce exactly (SmallCNN without spectral norm, MLP); else None."""
-    from torch.nn.utils import parametrize
-
-    from xailab.models import MLP, SmallCNN
-
     if type(model) is SmallCNN:
         layers = list(model.features) + [_FLATTEN] + list(model.classifier)
     elif type(model) is MLP:
@@ -397,27 +392,23 @@ class _FusedChunks(nn.Module):
 def _largest_activation(model: nn.Module, batch_size: int, sample_shape: tuple) -> int:
     """Bytes of the largest activation of one model on a batch (measured with hooks on a
     meta-device copy: no memory, no computation)."""
-    import copy
-
     sizes = [batch_size * math.prod(sample_shape) * 4]
     meta = copy.deepcopy(model).to("meta")
-    hooks = [m.register_forward_hook(lambda mod, i, o: sizes.append(o.numel() * o.element_size()))
-             for m in meta.modules() if not list(m.children())]
-    with torch.no_grad():
+    with hooks_removed() as handles, torch.no_grad():
+        handles += [m.register_forward_hook(lambda mod, i, o: sizes.append(o.numel() * o.element_size()))
+                    for m in meta.modules() if not list(m.children())]
         meta(torch.empty(batch_size, *sample_shape, device="meta"))
-    for h in hooks:
-        h.remove()
     return max(sizes)
 
 
 def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_decay, dev, progress,
-                    optimizer, momentum, schedule, steps) -> None:
-    """The "fused" training loop; same order, loss, optimiser and schedule as `fit` for each model."""
+                    optimiser, momentum, lr_schedule, steps) -> None:
+    """The "fused" training loop; same order, loss, optimiser and lr_schedule as `fit` for each model."""
     k = len(models)
     for m in models:
         m.to(dev).train()
     fused = _FusedChunks(models, batch_size, tuple(_check_data(datasets[0])[0].shape[1:])).to(dev).train()
-    opt = _optimizer(list(fused.parameters()), optimizer, lr, momentum, weight_decay)
+    opt = _optimiser(list(fused.parameters()), optimiser, lr, momentum, weight_decay)
     xs = [_check_data(d)[0] for d in datasets]
     ys = [_check_data(d)[1] for d in datasets]
     gens = [seeded_generator(s) for s in seeds]
@@ -431,7 +422,7 @@ def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_d
         for batch in zip(*orders):
             if done == total:
                 break
-            _set_lr(opt, lr, schedule, done, total)
+            _set_lr(opt, lr, lr_schedule, done, total)
             xb = torch.stack([x[i] for x, i in zip(xs, batch)]).to(dev)
             yb = torch.stack([y[i] for y, i in zip(ys, batch)]).to(dev)
             logits = fused(xb)  # (K, B, classes)
@@ -451,8 +442,8 @@ def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_d
 
 def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[int], epochs: int = 10,
              lr: float = 1e-3, batch_size: int = 64, device="auto", progress: bool = True,
-             weight_decay: float = 0.0, strategy: str = "auto", optimizer: str = "adam", momentum: float = 0.9,
-             schedule: str | None = None, steps: int | None = None) -> list[nn.Module]:
+             weight_decay: float = 0.0, strategy: str = "auto", optimiser: str = "adam", momentum: float = 0.9,
+             lr_schedule: str | None = None, steps: int | None = None) -> list[nn.Module]:
     """Train ``K = len(seeds)`` models at once and return them (eval mode, on ``device``).
 
     Model k is ``model_fn(seeds[k])``, trained on ``datasets[k]`` (or on ``datasets`` when it is
@@ -463,12 +454,12 @@ def fit_many(model_fn: Callable[[int], nn.Module], datasets, *, seeds: Sequence[
     ``strategy``: ``"fused"`` (K plain SmallCNN/MLP as one network with grouped convolutions and
     batched linear layers), ``"sequential"`` (a loop of :func:`fit`), or ``"auto"``: "fused" when
     the architecture allows it, else "sequential" (:func:`strategy_for` tells which).
-    bench/train_many.py measures the gain. ``optimizer``, ``momentum``, ``schedule`` and ``steps``
+    bench/train_many.py measures the gain. ``optimiser``, ``momentum``, ``lr_schedule`` and ``steps``
     as in :func:`fit`.
     """
     epochs, lr, batch_size, weight_decay = _check_hyper(epochs, lr, batch_size, weight_decay)
-    steps = _check_recipe(optimizer, momentum, schedule, steps)
-    recipe = dict(optimizer=optimizer, momentum=momentum, schedule=schedule, steps=steps)
+    steps = _check_recipe(optimiser, momentum, lr_schedule, steps)
+    recipe = dict(optimiser=optimiser, momentum=momentum, lr_schedule=lr_schedule, steps=steps)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     datasets, seeds = _check_many(datasets, seeds)

@@ -5,6 +5,9 @@ Nothing here has side effects on import.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -119,3 +122,47 @@ def forked_rng(seed: int, device=None, *, numpy: bool = False) -> Iterator[None]
     finally:
         if numpy:
             np.random.set_state(state)
+
+
+def derive_seed(seed: int, *keys) -> int:
+    """A child seed of ``seed`` for the stream named by ``keys`` (an experiment id, a cell, a replicate
+    index ...): a fixed hash, so the same names give the same seed on every machine and in every
+    process, whatever ran before (never execution order, worker or clock). Returns an int in
+    ``[0, 2**31)``."""
+    text = "|".join([str(int(seed))] + [repr(k) for k in keys])
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 2 ** 31
+
+
+#: Infix of a file still being written: ``NAME.partial.ext`` (see :func:`atomic_file`).
+PARTIAL = ".partial"
+
+
+def partial_path(path) -> Path:
+    """The temporary sibling ``NAME.partial.ext`` that :func:`atomic_file` writes ``path`` through."""
+    path = Path(path)
+    return path.with_name(path.stem + PARTIAL + path.suffix)
+
+
+@contextlib.contextmanager
+def atomic_file(path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` (``NAME.partial-PID.ext``) to write to; on success it is renamed onto ``path``
+    (a reader sees the old file or the complete new one, never a partial write), on error removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}{PARTIAL}-{os.getpid()}{path.suffix}")   # one per process: no two writers meet
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path, data: str | bytes) -> None:
+    """Write text or bytes to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")

@@ -23,7 +23,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
+from xailab.attribution.maps import reduce_channels
+from xailab.utils import check_fraction
 
 SIGNED_CMAP = "RdBu_r"
 MAGNITUDE_CMAP = "inferno"
@@ -61,13 +66,11 @@ def _batch(a, what: str) -> np.ndarray:
     return arr
 
 
-def _reduce(chw: np.ndarray, how: str) -> np.ndarray:
+def _reduce(chw: np.ndarray, reduce: str) -> np.ndarray:
     """(C, H, W) -> (H, W) with the project's one channel-reduction helper."""
     if chw.shape[0] == 1:
         return chw[0]
-    from xailab.attribution import reduce_channels
-
-    return _numpy(reduce_channels(torch.from_numpy(chw[None].copy()), how=how))[0, 0]
+    return _numpy(reduce_channels(torch.from_numpy(chw[None].copy()), reduce=reduce))[0, 0]
 
 
 def _is_signed(arr: np.ndarray) -> bool:
@@ -75,17 +78,16 @@ def _is_signed(arr: np.ndarray) -> bool:
     return bool(np.nanmin(arr) < 0) if arr.size else False
 
 
-def pixel_map(saliency, *, signed: bool | None = None, reduce: str | None = None) -> tuple[np.ndarray, bool]:
-    """One saliency map as an (H, W) array plus whether it is shown signed.
+def pixel_map(maps, *, signed: bool | None = None, reduce: str | None = None) -> tuple[np.ndarray, bool]:
+    """One map as an (H, W) array plus whether it is shown signed.
 
     ``signed=None`` decides from the data (any negative value -> signed). ``reduce=None`` picks
     ``"sum"`` for signed display (so that the sign survives) and ``"abs-sum"`` otherwise.
     """
-    chw = _single(saliency, "saliency")
+    chw = _single(maps, "maps")
     if signed is None:
         signed = _is_signed(chw)
-    how = reduce or ("sum" if signed else "abs-sum")
-    hw = _reduce(chw, how)
+    hw = _reduce(chw, reduce or ("sum" if signed else "abs-sum"))
     if not signed and _is_signed(hw):
         hw = np.abs(hw)  # magnitude display of a signed single-channel map
     return hw, signed
@@ -116,15 +118,15 @@ def _bare(ax) -> None:
 
 
 # --------------------------------------------------------------------------- single axes
-def heatmap(ax, saliency, signed=None, cmap=None, title=None, *, reduce: str | None = None,
+def heatmap(ax, maps, signed=None, cmap=None, title=None, *, reduce: str | None = None,
             clip: float | None = CLIP, colorbar: bool = False):
-    """Draw one saliency map on ``ax`` and return the ``AxesImage``.
+    """Draw one map on ``ax`` and return the ``AxesImage``.
 
-    ``saliency``: (H, W), (C, H, W) or (1, C, H, W). ``signed=None`` shows a map with negative
+    ``maps``: one map, (H, W), (C, H, W) or (1, C, H, W). ``signed=None`` shows a map with negative
     values on the diverging colormap with limits ``±L`` and any other map on the sequential one
     from 0, where ``L`` is the ``clip`` percentile of |map|. ``colorbar=True`` adds one beside ``ax``.
     """
-    hw, signed = pixel_map(saliency, signed=signed, reduce=reduce)
+    hw, signed = pixel_map(maps, signed=signed, reduce=reduce)
     vmin, vmax = display_limits(hw, signed, clip)
     im = ax.imshow(hw, cmap=cmap or (SIGNED_CMAP if signed else MAGNITUDE_CMAP), vmin=vmin, vmax=vmax,
                    interpolation="nearest")
@@ -132,8 +134,6 @@ def heatmap(ax, saliency, signed=None, cmap=None, title=None, *, reduce: str | N
     if title is not None:
         ax.set_title(title, fontsize=9)
     if colorbar:
-        from matplotlib.ticker import FormatStrFormatter, MaxNLocator
-
         cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, ticks=MaxNLocator(4))
         cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))  # raw scales span 1e-7 .. 1e2
         cb.ax.tick_params(labelsize=7)
@@ -150,25 +150,21 @@ def show_image(ax, image, title=None):
     return im
 
 
-def overlay(ax, image, saliency, alpha=0.5, title=None, *, reduce: str | None = None,
+def overlay(ax, image, maps, alpha=0.5, title=None, *, reduce: str | None = None,
             clip: float | None = CLIP, cmap=None):
-    """The image in grayscale with the saliency magnitude painted over it.
+    """The image in grayscale with the map's magnitude painted over it (``maps``: one map).
 
     The image is dimmed; the colour's opacity grows in proportion to the saliency (up to
     ``alpha``), so unimportant pixels leave the image visible and important ones light up.
     Signed maps are overlaid by magnitude.
     """
-    from xailab.utils import check_fraction
-
     check_fraction("alpha", alpha)
     arr, _ = image_array(image)
     gray = arr if arr.ndim == 2 else arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     ax.imshow(gray, cmap="gray", vmin=-0.25, vmax=1.6, interpolation="nearest")  # dimmed: colour stands out
-    hw, _ = pixel_map(saliency, signed=False, reduce=reduce)
+    hw, _ = pixel_map(maps, signed=False, reduce=reduce)
     _, top = display_limits(hw, False, clip)
     level = np.clip(hw / top, 0, 1)
-    from matplotlib import colormaps
-
     # the bright upper part of the colormap, opacity proportional to the level
     rgba = colormaps[cmap or MAGNITUDE_CMAP](0.35 + 0.65 * level)
     rgba[..., 3] = alpha * level
@@ -327,6 +323,12 @@ def show_images(images, labels=None, ncols=8, *, masks=None, classes: Sequence[s
 
 
 # --------------------------------------------------------------------------- tables
+def span(values, fmt: str = "{:.2f}") -> str:
+    """``"low–high"`` of ``values``, for prose rendered from a run."""
+    values = list(values)
+    return f"{fmt.format(min(values))}–{fmt.format(max(values))}"
+
+
 class MarkdownTable(str):
     """A Markdown table as a string that notebooks render as a table (``_repr_markdown_``)."""
 

@@ -22,30 +22,18 @@ import torch
 from matplotlib.figure import Figure
 
 from xailab import viz
-from xailab.attribution import STATS, TARGETS, attribute, ensemble
+from xailab.attribution import OPTION_RANGES, STATS, TARGETS, attribute, ensemble, method_info, resolve_target
 from xailab.utils import check_positive, resolve_device
 
 ENSEMBLES = STATS
-BASES = ("gradient", "input_x_gradient", "integrated_gradients", "guided_backprop")
-DEFAULT_METHODS = ("gradient", "input_x_gradient", "integrated_gradients", "guided_backprop",
-                   *ENSEMBLES, "grad_cam", "guided_grad_cam", "fullgrad", "deeplift", "random", "sobel")
+#: The ensemble bases the explorer offers.
+ENSEMBLE_BASES = ("gradient", "input_x_gradient", "integrated_gradients", "guided_backprop")
+#: The methods the explorer offers by default.
+EXPLORER_METHODS = ("gradient", "input_x_gradient", "integrated_gradients", "guided_backprop",
+                    *ENSEMBLES, "grad_cam", "guided_grad_cam", "fullgrad", "deeplift", "random", "sobel")
 VIEWS = ("heatmap", "overlay")
-
-# The explorer's numeric options each method reads (every other option is left at its default).
-_METHOD_CONTROLS = {
-    "integrated_gradients": {"steps"},
-    "smooth_fullgrad": {"sigma", "n_samples"},
-    "gradient_shap": {"sigma", "n_samples"},
-    "lime": {"n_samples"},
-    "kernel_shap": {"n_samples"},
-    **{name: {"base", "sigma", "n_samples"} for name in ENSEMBLES},
-}
-CONTROLS = ("base", "sigma", "n_samples", "steps")
-_SEEDED = ("random", "smooth_fullgrad", "gradient_shap", "lime", "kernel_shap")  # methods that draw noise
-
-SIGMA_RANGE = (0.01, 0.5)
-N_SAMPLES_RANGE = (1, 256)
-STEPS_RANGE = (1, 128)
+#: The tunable options the explorer has a control for (their ranges: the registry's OPTION_RANGES).
+TUNABLE = ("base", "sigma", "n_samples", "steps")
 
 
 @dataclass(frozen=True)
@@ -66,8 +54,8 @@ class ExplorerState:
     seed: int = 0
 
     def __post_init__(self):
-        if self.base not in BASES:
-            raise ValueError(f"base must be one of {BASES}, got {self.base!r}")
+        if self.base not in ENSEMBLE_BASES:
+            raise ValueError(f"base must be one of {ENSEMBLE_BASES}, got {self.base!r}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.view not in VIEWS:
@@ -80,14 +68,14 @@ class ExplorerState:
 
 
 def options_for(method: str, base: str = "gradient") -> dict[str, bool]:
-    """Which controls are enabled for ``method`` (with ensemble ``base``): name -> bool.
-
-    ``steps`` matters for Integrated Gradients itself and for an ensemble built on it.
-    """
-    used = set(_METHOD_CONTROLS.get(method, ()))
-    if method in ENSEMBLES and base == "integrated_gradients":
-        used.add("steps")
-    return {name: name in used for name in CONTROLS}
+    """Which controls are enabled for ``method`` (with ensemble ``base``): name -> bool, read from the
+    registry: the method's tunable options, and for a method that takes a base, the base's too (IG's
+    ``steps`` matters for an ensemble built on it)."""
+    info = method_info(method)
+    used = set(info.options)
+    if info.takes_base:
+        used |= set(method_info(base).options)
+    return {name: name in used for name in TUNABLE}
 
 
 def method_options(state: ExplorerState) -> dict:
@@ -96,16 +84,9 @@ def method_options(state: ExplorerState) -> dict:
     opts = {name: getattr(state, name) for name in ("sigma", "n_samples", "steps") if enabled[name]}
     if enabled["base"]:
         opts["base"] = state.base
-    if state.method in ENSEMBLES or state.method in _SEEDED:
+    if method_info(state.method).seeded:
         opts["seed"] = state.seed
     return opts
-
-
-def _target(state: ExplorerState, model, x, y) -> torch.Tensor:
-    if state.target == "label":
-        return y
-    with torch.no_grad():
-        return model(x).argmax(1)
 
 
 def compute(state: ExplorerState, model, data, *, device="auto") -> dict[str, torch.Tensor]:
@@ -119,7 +100,7 @@ def compute(state: ExplorerState, model, data, *, device="auto") -> dict[str, to
         raise ValueError(f"index must be < {len(data)} (the number of samples), got {state.index}")
     dev = resolve_device(device)
     x = data.x[state.index:state.index + 1].to(dev)
-    target = _target(state, model, x, data.y[state.index:state.index + 1].to(dev))
+    target = resolve_target(state.target, x, model=model, labels=data.y[state.index:state.index + 1])
     opts = method_options(state)
     if state.method in ENSEMBLES:
         base_opts = {"steps": opts.pop("steps")} if "steps" in opts else {}
@@ -172,7 +153,7 @@ def _display_text(text: str) -> dict:
     return {"output_type": "stream", "name": "stderr", "text": text + "\n"}
 
 
-def explorer(model, data, methods: Sequence[str] = DEFAULT_METHODS, *, bases: Sequence[str] = BASES,
+def explorer(model, data, methods: Sequence[str] = EXPLORER_METHODS, *, bases: Sequence[str] = ENSEMBLE_BASES,
              state: ExplorerState | None = None, device="auto", figsize=None):
     """An ipywidgets explorer: pick a method (and the base of an ensemble), a sample, σ, the
     number of noisy samples and IG steps; the figure below redraws on every change.
@@ -183,9 +164,11 @@ def explorer(model, data, methods: Sequence[str] = DEFAULT_METHODS, *, bases: Se
     import ipywidgets as W
 
     methods = tuple(methods)
-    unknown = [b for b in bases if b not in BASES]
+    for m in methods:
+        method_info(m)                  # a clear error naming an unknown method, before any widget
+    unknown = [b for b in bases if b not in ENSEMBLE_BASES]
     if not methods or unknown:
-        raise ValueError(f"explorer: methods must be non-empty and bases among {BASES}; got "
+        raise ValueError(f"explorer: methods must be non-empty and bases among {ENSEMBLE_BASES}; got "
                          f"methods={methods}, unknown bases={unknown}")
     state = state or ExplorerState(method=methods[0], base=bases[0])
     if state.method not in methods:
@@ -196,11 +179,12 @@ def explorer(model, data, methods: Sequence[str] = DEFAULT_METHODS, *, bases: Se
         "base": W.Dropdown(options=tuple(bases), value=state.base, description="base", style=style),
         "index": W.IntSlider(value=state.index, min=0, max=len(data) - 1, description="sample",
                              style=style, continuous_update=False),
-        "sigma": W.FloatSlider(value=state.sigma, min=SIGMA_RANGE[0], max=SIGMA_RANGE[1], step=0.01,
-                               description="σ (of range)", style=style, continuous_update=False),
-        "n_samples": W.IntSlider(value=state.n_samples, min=N_SAMPLES_RANGE[0], max=N_SAMPLES_RANGE[1],
-                                 description="n_samples", style=style, continuous_update=False),
-        "steps": W.IntSlider(value=state.steps, min=STEPS_RANGE[0], max=STEPS_RANGE[1],
+        "sigma": W.FloatSlider(value=state.sigma, min=OPTION_RANGES["sigma"][0], max=OPTION_RANGES["sigma"][1],
+                               step=0.01, description="σ (of range)", style=style, continuous_update=False),
+        "n_samples": W.IntSlider(value=state.n_samples, min=OPTION_RANGES["n_samples"][0],
+                                 max=OPTION_RANGES["n_samples"][1], description="n_samples", style=style,
+                                 continuous_update=False),
+        "steps": W.IntSlider(value=state.steps, min=OPTION_RANGES["steps"][0], max=OPTION_RANGES["steps"][1],
                              description="IG steps", style=style, continuous_update=False),
         "target": W.ToggleButtons(options=TARGETS, value=state.target, description="explain",
                                   style=style),
@@ -240,3 +224,44 @@ def explorer(model, data, methods: Sequence[str] = DEFAULT_METHODS, *, bases: Se
     redraw()
     return box
 
+
+
+def comparison_figure(x, maps: dict, method: str, index: int, variant: str, *, reference: str = "dense",
+                      masks=None, scores: dict | None = None, figsize=(7, 2.5)) -> Figure:
+    """Image ``index`` of ``x`` (its ``masks`` outlined), the ``reference`` map of ``method`` and its map
+    under ``variant``, side by side. ``maps[(variant, method)]``: pixel maps ``(N, 1, H, W)``;
+    ``scores[(variant, method)]``: one score per image, shown in the titles."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(1, 3)
+    viz.show_image(axes[0], x[index], title=f"image {index}")
+    if masks is not None:
+        axes[0].contour(masks[index, 0].cpu().numpy(), levels=[0.5], colors="cyan", linewidths=1)
+    for ax, v in ((axes[1], reference), (axes[2], variant)):
+        score = "" if scores is None else f": {float(scores[(v, method)][index]):.2f}"
+        viz.heatmap(ax, maps[(v, method)][index].cpu(), title=f"{v}{score}")
+    return fig
+
+
+def comparison_explorer(x, maps: dict, *, reference: str = "dense", masks=None, scores: dict | None = None):
+    """Widgets to browse :func:`comparison_figure`: a method, an image and a variant. Returns a ``VBox`` with
+    ``.controls`` and ``.output`` (the figure as a PNG, as :func:`explorer` does)."""
+    import ipywidgets as W
+
+    methods = list(dict.fromkeys(m for _, m in maps))
+    variants = [v for v in dict.fromkeys(v for v, _ in maps) if v != reference]
+    controls = {"method": W.Dropdown(options=methods, value=methods[0], description="method"),
+                "index": W.IntSlider(0, 0, len(x) - 1, description="image", continuous_update=False),
+                "variant": W.Dropdown(options=variants, value=variants[0], description="variant")}
+    output = W.Output(layout=W.Layout(min_height="200px"))
+    box = W.VBox([W.HBox(list(controls.values())), output])
+    box.controls, box.output = controls, output
+
+    def redraw(_change=None):
+        fig = comparison_figure(x, maps, controls["method"].value, controls["index"].value, controls["variant"].value,
+                                reference=reference, masks=masks, scores=scores)
+        output.outputs = (_display_png(figure_png(fig)),)
+
+    for widget in controls.values():
+        widget.observe(redraw, names="value")
+    redraw()
+    return box

@@ -73,17 +73,6 @@ def explaining(model: nn.Module, what: str) -> Iterator[nn.Module]:
         yield model
 
 
-@contextlib.contextmanager
-def hooks_removed(handles: list) -> Iterator[list]:
-    """Yield a list to collect hook handles into; remove every one on exit, errors included."""
-    try:
-        yield handles
-    finally:
-        for h in handles:
-            h.remove()
-        handles.clear()
-
-
 def score_gradient(model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
     """d model(x)[i, t_i] / d x_i for every row i, in one forward and one backward pass."""
     x = x.detach().requires_grad_(True)

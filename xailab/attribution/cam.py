@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xailab.attribution._core import (batch_rows, check_image, check_outputs, chunked, explaining,
-                                      hooks_removed, targets_for)
+                                      targets_for)
 from xailab.attribution.gradients import guided_backprop
 from xailab.attribution.registry import register
+from xailab.hooks import hooks_removed
 
 
 def find_layer(model: nn.Module, layer=None) -> nn.Module:
@@ -61,7 +62,7 @@ def _cam(model: nn.Module, layer: nn.Module, x: Tensor, t: Tensor, relu: bool) -
     return F.interpolate(cam.detach(), size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
-@register("grad_cam")
+@register("grad_cam", output="pixel")
 def grad_cam(model: nn.Module, x: Tensor, target, *, layer=None, relu: bool = True,
              batch_size: int | None = None) -> Tensor:
     """Grad-CAM at ``layer`` (default: the last ``nn.Conv2d``'s output), ``(N, 1, H, W)``.

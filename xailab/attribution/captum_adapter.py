@@ -208,7 +208,7 @@ def occlusion(model: nn.Module, x: Tensor, target, *, window: int | None = None,
                  "batch_size": batch_size, **options})
 
 
-@register("lime")
+@register("lime", options=("n_samples",))
 def lime(model: nn.Module, x: Tensor, target, *, patch: int | None = None, n_samples: int = 256,
          batch_size: int | None = None, seed: int = 0, interpretable_model=None, **options) -> Tensor:
     """LIME (Ribeiro et al. 2016) via Captum over square-patch features (``patch`` px, default
@@ -223,7 +223,7 @@ def lime(model: nn.Module, x: Tensor, target, *, patch: int | None = None, n_sam
                 {"n_samples": n_samples, "batch_size": batch_size, "seed": seed, **options})
 
 
-@register("kernel_shap")
+@register("kernel_shap", options=("n_samples",))
 def kernel_shap(model: nn.Module, x: Tensor, target, *, patch: int | None = None, n_samples: int = 256,
                 batch_size: int | None = None, seed: int = 0, **options) -> Tensor:
     """Kernel SHAP (Lundberg & Lee 2017) via Captum over square-patch features (as ``lime``)."""
@@ -232,7 +232,7 @@ def kernel_shap(model: nn.Module, x: Tensor, target, *, patch: int | None = None
                 {"n_samples": n_samples, "batch_size": batch_size, "seed": seed, **options})
 
 
-@register("gradient_shap")
+@register("gradient_shap", options=("sigma", "n_samples"))
 def gradient_shap(model: nn.Module, x: Tensor, target, *, baseline=None, n_samples: int = 16,
                   sigma: float = 0.0, seed: int = 0, **options) -> Tensor:
     """Gradient SHAP (expected gradients with noise) via Captum. ``baseline``: a tensor of

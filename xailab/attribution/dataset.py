@@ -7,21 +7,17 @@ noisy samples; a squared map reuses its raw map.
 """
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import Tensor, nn
 
 from xailab.attribution._core import check_input
 from xailab.attribution.ensembles import ensemble
 from xailab.attribution.maps import reduce_channels
-from xailab.attribution.registry import attribute, get_method
+from xailab.attribution.registry import attribute
 from xailab.attribution.specs import MethodSpec, method_table, same_options
-from xailab.utils import as_targets, check_positive, progress as progress_bar
-
-#: Which class a map explains: the true ``"label"`` (the caller passes the labels) or the model's
-#: ``"predicted"`` class.
-TARGETS = ("label", "predicted")
+from xailab.attribution.targets import resolve_target
+from xailab.hooks import model_device
+from xailab.utils import check_positive, progress as progress_bar
 
 #: Seeds of batch ``b`` are ``seed * SEED_STRIDE + b``: distinct and reproducible per batch.
 SEED_STRIDE = 100_003
@@ -42,23 +38,15 @@ def _groups(table: dict[str, MethodSpec]) -> list[tuple[MethodSpec, dict[str | N
     return groups
 
 
-def _takes_seed(method: str, ensemble_stat: bool) -> bool:
-    return ensemble_stat or "seed" in inspect.signature(get_method(method)).parameters
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def method_maps(model: nn.Module, x: Tensor, target, methods, *, defaults=None, reduce: str | None = None,
-                batch_size: int | None = None, seed: int | None = None, progress: bool = False,
-                desc: str = "maps") -> dict[str, Tensor]:
+def method_maps(model: nn.Module, x: Tensor, target, methods, *, labels=None, defaults=None,
+                reduce: str | None = None, batch_size: int | None = None, seed: int | None = None,
+                progress: bool = False, desc: str = "maps") -> dict[str, Tensor]:
     """``{label: map}`` for every method of ``methods`` on all of ``x``, computed ``batch_size``
     rows at a time (default: all at once) on the model's device and returned on the CPU.
 
     ``defaults``: per-method option defaults (see :func:`~xailab.attribution.specs.method_table`).
-    ``target``: an int, N class indices, or ``"predicted"`` (each batch's arg-max logit).
+    ``target``: an int, N class indices, ``"label"`` (with ``labels``) or ``"predicted"`` (each
+    batch's arg-max logit); see :func:`~xailab.attribution.resolve_target`.
     ``reduce``: ``None`` (maps shaped as the methods return them) or a channel reduction of
     :func:`~xailab.attribution.maps.reduce_channels` (``"abs-sum"`` ...), giving pixel maps.
     ``seed``: ``None`` passes every method's options unchanged; an int gives batch ``b`` the seed
@@ -68,27 +56,20 @@ def method_maps(model: nn.Module, x: Tensor, target, methods, *, defaults=None, 
     table = method_table(methods, defaults)
     check_input(x)
     n = x.shape[0]
-    predicted = isinstance(target, str)
-    if predicted and target != "predicted":
-        raise ValueError(f"target must be class indices or 'predicted', got {target!r} "
-                         "(for the true labels pass them: target=data.y)")
-    t = None if predicted else as_targets(target, n)
+    predicted = isinstance(target, str) and target == "predicted"
+    t = None if predicted else resolve_target(target, x, labels=labels)
     rows = n if batch_size is None else int(check_positive("batch_size", batch_size, integer=True))
-    dev = _model_device(model)
+    dev = model_device(model)
     groups = _groups(table)
     raw: dict[tuple[int, str | None], list[Tensor]] = {}
     starts = range(0, n, max(rows, 1))
     for b, start in enumerate(progress_bar(starts, progress, desc=desc, leave=False)):
         xb = x[start:start + rows].to(dev)
-        if predicted:
-            with torch.no_grad():
-                tb = model(xb).argmax(1)
-        else:
-            tb = t[start:start + rows].to(dev)
+        tb = resolve_target("predicted", xb, model=model) if predicted else t[start:start + rows].to(dev)
         bseed = None if seed is None else int(seed) * SEED_STRIDE + b
         for g, (head, members) in enumerate(groups):
             opts = dict(head.options)
-            if bseed is not None and "seed" not in opts and _takes_seed(head.method, bool(head.stat)):
+            if bseed is not None and "seed" not in opts and head.seeded:
                 opts["seed"] = bseed
             if head.stat:
                 stats = tuple(sorted(members))

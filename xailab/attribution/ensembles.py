@@ -33,16 +33,16 @@ def noise_scale(x: Tensor, sigma: float) -> Tensor:
     return sigma * (flat.amax(1) - flat.amin(1)).view((-1,) + (1,) * (x.ndim - 1))
 
 
-def noisy_copies(x: Tensor, scale: Tensor, n_samples: int, seed: int, noise: Tensor | None = None,
+def noisy_copies(x: Tensor, scale: Tensor, n_samples: int, seed: int, draws: Tensor | None = None,
                  ) -> Iterator[Tensor]:
     """Yield one ``(N, ...)`` block of noisy inputs per noise sample, in order: ``x + scale * eps``
-    with ``eps`` standard normal from a generator seeded with ``seed`` (or ``noise[s]``)."""
-    g = seeded_generator(seed) if noise is None else None
+    with ``eps`` standard normal from a generator seeded with ``seed`` (or ``draws[s]``)."""
+    g = seeded_generator(seed) if draws is None else None
     for s in range(n_samples):
-        if noise is None:
+        if draws is None:
             eps = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
         else:
-            eps = noise[s].to(device=x.device, dtype=x.dtype)
+            eps = draws[s].to(device=x.device, dtype=x.dtype)
         yield x + scale * eps
 
 
@@ -71,12 +71,12 @@ def _base_method(base):
 
 def ensemble(model: nn.Module, x: Tensor, target, base="gradient", stats=STATS, *,
              sigma: float = 0.15, n_samples: int = 15, batch_size: int | None = None, seed: int = 0,
-             noise: Tensor | None = None, **base_options) -> dict[str, Tensor]:
+             draws: Tensor | None = None, **base_options) -> dict[str, Tensor]:
     """Several noise-ensemble statistics of ``base`` from ONE set of noisy samples.
 
     ``base``: a registered method name or a method function; ``base_options`` go to it (and so
     does ``batch_size``, which also caps the rows per base call). ``stats``: any of
-    ``"smoothgrad", "smoothgrad_sq", "vargrad"``. ``noise``: optional standard-normal tensor
+    ``"smoothgrad", "smoothgrad_sq", "vargrad"``. ``draws``: optional standard-normal tensor
     ``(n_samples, *x.shape)`` used instead of drawing from ``seed`` (tests feed Captum the same).
     Returns ``{stat: tensor shaped like base's output}``.
     """
@@ -87,9 +87,9 @@ def ensemble(model: nn.Module, x: Tensor, target, base="gradient", stats=STATS, 
         raise ValueError(f"stats must be a non-empty subset of {', '.join(STATS)}; got {stats!r}")
     sigma = check_positive("sigma", sigma)
     n_samples = int(check_positive("n_samples", n_samples, integer=True))
-    if noise is not None and tuple(noise.shape) != (n_samples, *x.shape):
-        raise ValueError(f"noise must be shaped (n_samples, *x.shape) = {(n_samples, *x.shape)}, "
-                         f"got {tuple(noise.shape)}")
+    if draws is not None and tuple(draws.shape) != (n_samples, *x.shape):
+        raise ValueError(f"draws must be shaped (n_samples, *x.shape) = {(n_samples, *x.shape)}, "
+                         f"got {tuple(draws.shape)}")
     method = _base_method(base)
     t = targets_for(target, x)
     n, rows = x.shape[0], batch_rows(batch_size, x)
@@ -102,7 +102,7 @@ def ensemble(model: nn.Module, x: Tensor, target, base="gradient", stats=STATS, 
     # when it is small next to the mean, and exactly 0 when every sample agrees.
     shift = sum_d = sum_d2 = sum_a2 = None
     start = 0
-    for chunk in _chunks(noisy_copies(x, scale, n_samples, seed, noise), rows):
+    for chunk in _chunks(noisy_copies(x, scale, n_samples, seed, draws), rows):
         idx = torch.arange(start, start + chunk.shape[0], device=x.device)
         i = idx % n
         a = method(model, chunk, t[i], **base_options).detach()
@@ -131,7 +131,7 @@ def ensemble(model: nn.Module, x: Tensor, target, base="gradient", stats=STATS, 
     return out
 
 
-@register("smoothgrad")
+@register("smoothgrad", options=("base", "sigma", "n_samples"))
 def smoothgrad(model: nn.Module, x: Tensor, target, *, base="gradient", sigma: float = 0.15,
                n_samples: int = 15, batch_size: int | None = None, seed: int = 0, **options) -> Tensor:
     """SmoothGrad: mean of ``base`` over noisy copies of ``x`` (see :func:`ensemble`)."""
@@ -139,7 +139,7 @@ def smoothgrad(model: nn.Module, x: Tensor, target, *, base="gradient", sigma: f
                     batch_size=batch_size, seed=seed, **options)["smoothgrad"]
 
 
-@register("smoothgrad_sq")
+@register("smoothgrad_sq", options=("base", "sigma", "n_samples"))
 def smoothgrad_sq(model: nn.Module, x: Tensor, target, *, base="gradient", sigma: float = 0.15,
                   n_samples: int = 15, batch_size: int | None = None, seed: int = 0, **options) -> Tensor:
     """SmoothGrad²: mean of the squared ``base`` attributions over noisy copies of ``x``."""
@@ -147,7 +147,7 @@ def smoothgrad_sq(model: nn.Module, x: Tensor, target, *, base="gradient", sigma
                     batch_size=batch_size, seed=seed, **options)["smoothgrad_sq"]
 
 
-@register("vargrad")
+@register("vargrad", options=("base", "sigma", "n_samples"))
 def vargrad(model: nn.Module, x: Tensor, target, *, base="gradient", sigma: float = 0.15,
             n_samples: int = 15, batch_size: int | None = None, seed: int = 0, **options) -> Tensor:
     """VarGrad: variance of ``base`` over noisy copies of ``x``."""

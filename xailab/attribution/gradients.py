@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from xailab.attribution._core import (batch_rows, check_input, chunked, check_outputs, explaining,
-                                      hooks_removed, score_gradient, targets_for)
+from xailab.attribution._core import (batch_rows, check_input, chunked, explaining,
+                                      score_gradient, targets_for)
 from xailab.attribution.registry import register
+from xailab.hooks import hooks_removed
 from xailab.utils import check_positive
 
 RULES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
@@ -76,7 +77,7 @@ def as_baseline(baseline, x: Tensor) -> Tensor:
                          f"got shape {tuple(b.shape)}") from None
 
 
-@register("integrated_gradients")
+@register("integrated_gradients", options=("steps",))
 def integrated_gradients(model: nn.Module, x: Tensor, target, *, baseline=0.0, steps: int = 64,
                          rule: str = "gausslegendre", batch_size: int | None = None) -> Tensor:
     """Integrated gradients (Sundararajan et al. 2017).
@@ -104,19 +105,6 @@ def integrated_gradients(model: nn.Module, x: Tensor, target, *, baseline=0.0, s
             grad = score_gradient(model, points, t[i])
             total.index_add_(0, i, grad * weights[k].view(view))
     return total * diff
-
-
-def completeness_gap(model: nn.Module, x: Tensor, target, attribution: Tensor, baseline=0.0) -> Tensor:
-    """Per sample ``|Σ attribution − (f(x) − f(b))| / |f(x) − f(b)|``: how far IG (or any method
-    claiming completeness) is from summing to the change in the target score."""
-    t = targets_for(target, x)
-    base = as_baseline(baseline, x)
-    with torch.no_grad():
-        out_x, out_b = model(x), model(base)
-        check_outputs(out_x, t)
-        delta = out_x.gather(1, t[:, None])[:, 0] - out_b.gather(1, t[:, None])[:, 0]
-    total = attribution.flatten(1).sum(1)
-    return (total - delta).abs() / delta.abs().clamp_min(torch.finfo(delta.dtype).tiny)
 
 
 def relu_modules(model: nn.Module) -> list[nn.Module]:

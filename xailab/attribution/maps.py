@@ -1,4 +1,4 @@
-"""Turn attributions into pixel maps: reduce channels, normalise per sample.
+"""Turn maps into pixel maps: reduce channels, normalise per sample.
 
 Both are explicit choices (ROAR ranks pixels by a reduced map; displays need a common scale), so
 they are separate functions with named options instead of being hidden inside the methods.
@@ -9,30 +9,30 @@ import torch
 from torch import Tensor
 
 REDUCTIONS = ("abs-sum", "sum", "max-abs")
-NORMALIZATIONS = ("max-abs", "min-max", "sum-abs", "rank", "none")
+NORMALISATIONS = ("max-abs", "min-max", "sum-abs", "rank", "none")
 
 
-def reduce_channels(attr: Tensor, how: str = "abs-sum") -> Tensor:
+def reduce_channels(maps: Tensor, reduce: str = "abs-sum") -> Tensor:
     """``(N, C, H, W)`` -> ``(N, 1, H, W)``.
 
     ``abs-sum``: Σ_c |a_c| (magnitude, the usual choice); ``sum``: Σ_c a_c (keeps the sign);
     ``max-abs``: max_c |a_c| (as in Simonyan et al.'s saliency maps). Tabular ``(N, D)``
-    attributions have no channels: ``sum`` returns them unchanged, the other two return ``|a|``.
+    maps have no channels: ``sum`` returns them unchanged, the other two return ``|m|``.
     """
-    if how not in REDUCTIONS:
-        raise ValueError(f"how must be one of {', '.join(REDUCTIONS)}; got {how!r}")
-    if attr.ndim == 2:
-        return attr if how == "sum" else attr.abs()
-    if attr.ndim != 4:
-        raise ValueError(f"attr must be shaped (N, C, H, W) or (N, D), got {tuple(attr.shape)}")
-    if how == "abs-sum":
-        return attr.abs().sum(1, keepdim=True)
-    if how == "sum":
-        return attr.sum(1, keepdim=True)
-    return attr.abs().amax(1, keepdim=True)
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)}; got {reduce!r}")
+    if maps.ndim == 2:
+        return maps if reduce == "sum" else maps.abs()
+    if maps.ndim != 4:
+        raise ValueError(f"maps must be shaped (N, C, H, W) or (N, D), got {tuple(maps.shape)}")
+    if reduce == "abs-sum":
+        return maps.abs().sum(1, keepdim=True)
+    if reduce == "sum":
+        return maps.sum(1, keepdim=True)
+    return maps.abs().amax(1, keepdim=True)
 
 
-def normalize(maps: Tensor, how: str = "max-abs", eps: float = 1e-12) -> Tensor:
+def normalise(maps: Tensor, scheme: str = "max-abs", eps: float = 1e-12) -> Tensor:
     """Normalise each sample's map on its own (any shape ``(N, ...)``).
 
     ``max-abs``: divide by max |m| -> [-1, 1], sign and zero kept (signed display);
@@ -40,16 +40,16 @@ def normalize(maps: Tensor, how: str = "max-abs", eps: float = 1e-12) -> Tensor:
     ``rank``: average ranks scaled to [0, 1] (monotone-invariant comparison); ``none``: unchanged.
     Constant maps become zeros (``min-max``/``rank``) instead of NaN.
     """
-    if how not in NORMALIZATIONS:
-        raise ValueError(f"how must be one of {', '.join(NORMALIZATIONS)}; got {how!r}")
-    if how == "none":
+    if scheme not in NORMALISATIONS:
+        raise ValueError(f"scheme must be one of {', '.join(NORMALISATIONS)}; got {scheme!r}")
+    if scheme == "none":
         return maps
     flat = maps.flatten(1)
-    if how == "max-abs":
+    if scheme == "max-abs":
         out = flat / flat.abs().amax(1, keepdim=True).clamp_min(eps)
-    elif how == "sum-abs":
+    elif scheme == "sum-abs":
         out = flat / flat.abs().sum(1, keepdim=True).clamp_min(eps)
-    elif how == "min-max":
+    elif scheme == "min-max":
         lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
         out = (flat - lo) / (hi - lo).clamp_min(eps)
     else:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from xailab.attribution.ensembles import STATS
-from xailab.attribution.registry import METHODS
+from xailab.attribution.registry import METHODS, method_info
 
 SQUARED = "²"
 _SQUARE_SUFFIXES = (SQUARED, "^2")
@@ -43,6 +43,11 @@ class MethodSpec:
     @property
     def name(self) -> str:
         return self.raw + (SQUARED if self.squared else "")
+
+    @property
+    def seeded(self) -> bool:
+        """Whether computing this map draws noise (an ensemble, or a method that takes a seed)."""
+        return bool(self.stat) or method_info(self.method).seeded
 
 
 def _same(a, b) -> bool:

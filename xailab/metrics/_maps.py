@@ -29,8 +29,8 @@ def pair(a: Tensor, b: Tensor, names=("maps", "mask")) -> tuple[Tensor, Tensor]:
     return fa, fb
 
 
-def relevance(maps, reduce: str | None) -> Tensor:
-    """Maps of any shape ``(N, ...)`` as pixel relevance ``(N, P)`` in float64: ``"abs-sum"`` sums
+def pixel_values(maps, reduce: str | None) -> Tensor:
+    """Maps of any shape ``(N, ...)`` as pixel values ``(N, P)`` in float64: ``"abs-sum"`` sums
     ``|m|`` over the channel axis of ``(N, C, H, W)`` maps (other shapes: ``|m|``), ``"abs"`` takes
     ``|m|`` element-wise, ``None`` keeps the signed values."""
     maps = torch.as_tensor(maps).detach()

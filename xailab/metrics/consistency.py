@@ -1,7 +1,8 @@
 """Consistency: how much two maps of the same images agree (two methods, two networks, a network
 before and after a change), and how much two networks' predictions agree.
 
-Convention: ``metric(maps_a, maps_b, **options) -> (N,)``.
+Convention (:mod:`xailab.metrics`): ``metric(maps, *, other, **options) -> (N,)``: ``other`` is the
+second batch of maps of the same images.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xailab.metrics._maps import pair, rank_pearson, relevance
+from xailab.metrics._maps import pair, pixel_values, rank_pearson
 
 __all__ = ["CONSISTENCY", "rank_correlation", "ssim", "consistency", "prediction_agreement"]
 
@@ -17,20 +18,20 @@ __all__ = ["CONSISTENCY", "rank_correlation", "ssim", "consistency", "prediction
 CONSISTENCY = ("spearman", "l2", "cosine", "topk", "distance")
 
 
-def rank_correlation(maps_a: Tensor, maps_b: Tensor) -> Tensor:
+def rank_correlation(maps: Tensor, *, other: Tensor) -> Tensor:
     """Spearman correlation of two pixel maps, per sample (``(N,)``); ties get average ranks (as
     ``scipy.stats.spearmanr``). NaN when a map is constant."""
-    fa, fb = pair(maps_a, maps_b, ("maps_a", "maps_b"))
+    fa, fb = pair(maps, other, ("maps", "other"))
     return rank_pearson(fa, fb).float()
 
 
-def ssim(maps_a: Tensor, maps_b: Tensor, window: int = 7) -> Tensor:
+def ssim(maps: Tensor, *, other: Tensor, window: int = 7) -> Tensor:
     """Structural similarity of two image maps (``(N,)``), each min-max normalised to [0, 1]
     first; ``window × window`` uniform windows, constants of Wang et al. (2004) for range 1."""
-    fa, fb = pair(maps_a, maps_b, ("maps_a", "maps_b"))
-    if maps_a.ndim == 2:
+    fa, fb = pair(maps, other, ("maps", "other"))
+    if maps.ndim == 2:
         raise ValueError("ssim needs image maps (N, 1, H, W) or (N, H, W)")
-    shape = (maps_a.shape[0], 1) + tuple(maps_a.shape[-2:])
+    shape = (maps.shape[0], 1) + tuple(maps.shape[-2:])
 
     def unit(f):
         lo, hi = f.amin(1, keepdim=True), f.amax(1, keepdim=True)
@@ -46,13 +47,13 @@ def ssim(maps_a: Tensor, maps_b: Tensor, window: int = 7) -> Tensor:
     return s.flatten(1).mean(1).float()
 
 
-def consistency(maps_a, maps_b, metric: str = "spearman", *, reduce: str | None = "abs-sum",
+def consistency(maps, *, other, measure: str = "spearman", reduce: str | None = "abs-sum",
                 k: float = 0.1) -> Tensor:
     """Per-image consistency of two batches of maps of the same shape; returns a tensor ``(N,)``.
 
     Maps are first turned into pixel relevance: with ``reduce="abs-sum"`` (default) a ``(N, C, H, W)``
     map becomes ``sum_c |m_c|`` per pixel, other shapes (``(N, H, W)``, ``(N, D)``) become ``|m|``;
-    ``reduce=None`` compares the raw signed maps.  Metrics (``k`` only for ``"topk"``):
+    ``reduce=None`` compares the raw signed maps.  Measures (``k`` only for ``"topk"``):
 
     * ``"spearman"`` — **normalised Spearman rank correlation** ``(1 + rho) / 2`` in ``[0, 1]``, where
       ``rho`` is Spearman's correlation over the pixels of the two relevance maps (ties get their
@@ -67,28 +68,28 @@ def consistency(maps_a, maps_b, metric: str = "spearman", *, reduce: str | None 
     * ``"distance"`` — the plain Euclidean distance ``||a - b||_2`` of the two maps, in the maps'
       own units (the follow-up paper's stability and fidelity errors); *lower* is more consistent.
     """
-    a, b = torch.as_tensor(maps_a), torch.as_tensor(maps_b)
+    a, b = torch.as_tensor(maps), torch.as_tensor(other)
     if a.shape != b.shape:
-        raise ValueError(f"maps_a and maps_b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    a, b = relevance(a, reduce), relevance(b, reduce)
-    if metric == "spearman":
+        raise ValueError(f"maps and other must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = pixel_values(a, reduce), pixel_values(b, reduce)
+    if measure == "spearman":
         rho = rank_pearson(a, b)
         # a constant map carries no ranking: correlation 0 (neither agreement nor disagreement)
         return (1.0 + torch.nan_to_num(rho, nan=0.0)) / 2.0
-    if metric in ("l2", "cosine"):
+    if measure in ("l2", "cosine"):
         ua = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-300)
         ub = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-        return (ua - ub).norm(dim=-1) if metric == "l2" else (ua * ub).sum(-1)
-    if metric == "distance":
+        return (ua - ub).norm(dim=-1) if measure == "l2" else (ua * ub).sum(-1)
+    if measure == "distance":
         return (a - b).norm(dim=-1)
-    if metric == "topk":
+    if measure == "topk":
         if not 0 < k <= 1:
             raise ValueError(f"k must be a fraction in (0, 1], got {k!r}")
         m = max(1, int(round(k * a.shape[1])))
         ta = torch.zeros_like(a, dtype=torch.bool).scatter_(1, a.topk(m, dim=1).indices, True)
         tb = torch.zeros_like(b, dtype=torch.bool).scatter_(1, b.topk(m, dim=1).indices, True)
         return (ta & tb).sum(1).double() / (ta | tb).sum(1).double()
-    raise ValueError(f"metric must be one of {CONSISTENCY}, got {metric!r}")
+    raise ValueError(f"measure must be one of {CONSISTENCY}, got {measure!r}")
 
 
 def prediction_agreement(logits_a: Tensor, logits_b: Tensor, *, chance_corrected: bool = False) -> float:

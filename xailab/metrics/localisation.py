@@ -1,7 +1,7 @@
 """Localisation: does a map put its mass where the evidence is known to be (a ground-truth mask)?
 
-Convention: ``metric(maps, mask, **options) -> (N,)``; maps and masks are pixel maps
-``(N, 1, H, W)``, ``(N, H, W)`` or ``(N, D)``.
+Convention (:mod:`xailab.metrics`): ``metric(maps, *, mask, **options) -> (N,)``; maps and masks
+are pixel maps ``(N, 1, H, W)``, ``(N, H, W)`` or ``(N, D)``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from xailab.metrics._maps import pair
 __all__ = ["saliency_auc", "pointing_game"]
 
 
-def saliency_auc(maps: Tensor, mask: Tensor) -> Tensor:
+def saliency_auc(maps: Tensor, *, mask: Tensor) -> Tensor:
     """Per sample ROC-AUC of the map as a score for "pixel is in the mask" (``(N,)``).
 
     Computed as the Mann-Whitney statistic with ties given average ranks, so it equals
@@ -36,10 +36,10 @@ def _disk(radius: int, device) -> Tensor:
     return ((r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2).float()[None, None]
 
 
-def pointing_game(maps: Tensor, mask: Tensor, tolerance: int = 0) -> Tensor:
+def pointing_game(maps: Tensor, *, mask: Tensor, tolerance: int = 0) -> Tensor:
     """Per sample: does the map's maximum fall inside the mask (or within ``tolerance`` pixels of
-    it, Euclidean distance)? ``(N,)`` bool. Ties at the maximum: a hit only if EVERY maximal
-    pixel is inside, so a constant map does not score by luck (Zhang et al. 2016)."""
+    it, Euclidean distance)? ``(N,)`` float, 1 for a hit. Ties at the maximum: a hit only if EVERY
+    maximal pixel is inside, so a constant map does not score by luck (Zhang et al. 2016)."""
     s, m = pair(maps, mask)
     tolerance = int(tolerance)
     if tolerance < 0:
@@ -52,4 +52,4 @@ def pointing_game(maps: Tensor, mask: Tensor, tolerance: int = 0) -> Tensor:
         grown = F.conv2d(img, _disk(tolerance, img.device), padding=tolerance)
         hit_zone = grown.flatten(1) > 0.5
     top = s == s.amax(1, keepdim=True)
-    return (top & ~hit_zone).sum(1) == 0
+    return ((top & ~hit_zone).sum(1) == 0).float()

@@ -1,7 +1,7 @@
 """Randomisation: does a map change when the model it claims to explain is destroyed?
 
-Convention: ``metric(model, x, target, method, **options)``: the method is run again on altered
-copies of the model.
+Convention (:mod:`xailab.metrics`): ``metric(method, *, model, x, target, **options)``: it scores a
+*method* rather than one batch of maps, running it again on altered copies of the model.
 """
 from __future__ import annotations
 
@@ -12,17 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from xailab.attribution import attribute, get_method, reduce_channels
+from xailab.hooks import parameter_layers
 from xailab.metrics.consistency import rank_correlation, ssim
 from xailab.utils import progress as progress_bar
 
-__all__ = ["parameter_layers", "randomization_check"]
-
-
-def parameter_layers(model: nn.Module) -> list[str]:
-    """Names of the modules that own parameters, from the output back to the input (the order
-    of the cascade). Registration order is taken as forward order."""
-    names = [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
-    return names[::-1]
+__all__ = ["randomisation_check"]
 
 
 def _reinitialise(module: nn.Module, seed: int) -> None:
@@ -35,13 +29,13 @@ def _reinitialise(module: nn.Module, seed: int) -> None:
                 p.normal_(0, 0.05)
 
 
-def randomization_check(model: nn.Module, x: Tensor, target, method: str | Callable = "gradient", *,
+def randomisation_check(method: str | Callable = "gradient", *, model: nn.Module, x: Tensor, target,
                         layers: Sequence[str] | None = None, seed: int = 0, progress: bool = True,
                         **options) -> list[dict]:
     """Adebayo et al. (2018) cascading model-parameter randomisation.
 
     On a deep copy of ``model``, re-initialise the layers one by one from the top (``layers``:
-    module names in cascade order, default :func:`parameter_layers`, output first), each with
+    module names in cascade order, default :func:`xailab.hooks.parameter_layers`, output first), each with
     its ``reset_parameters()`` seeded by ``seed + step``, and after each step recompute the map
     with ``method`` (``options`` go to it). Each step's dict: ``layer``, ``step`` (1-based),
     ``spearman_abs`` and ``spearman`` (mean rank correlation with the original map, channels
@@ -70,9 +64,9 @@ def randomization_check(model: nn.Module, x: Tensor, target, method: str | Calla
         _reinitialise(modules[name], seed + step)
         abs_k, signed_k = maps(randomised)
         row = {"layer": name, "step": step,
-               "spearman_abs_per_sample": rank_correlation(abs0, abs_k),
-               "spearman_per_sample": rank_correlation(signed0, signed_k),
-               "ssim_per_sample": ssim(abs0, abs_k) if image else torch.full((x.shape[0],), float("nan"))}
+               "spearman_abs_per_sample": rank_correlation(abs0, other=abs_k),
+               "spearman_per_sample": rank_correlation(signed0, other=signed_k),
+               "ssim_per_sample": ssim(abs0, other=abs_k) if image else torch.full((x.shape[0],), float("nan"))}
         for key in ("spearman_abs", "spearman", "ssim"):
             row[key] = float(row[f"{key}_per_sample"].nanmean())
         results.append(row)

@@ -17,12 +17,22 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from xailab import viz
-from xailab.attribution import attribute, method_maps
-from xailab.attribution.fullgrad import completeness_gap, full_gradients, layer_maps
-from xailab.metrics import flip_test, pixel_perturbation
+from xailab.attribution import attribute, method_maps, reduce_channels
+from xailab.attribution.fullgrad import decomposition_gap, full_gradients, layer_maps
+from xailab.metrics import evaluate, flip_test
+from xailab.models import SmallCNN
+from xailab.removal import BLUR_SIGMA
+from xailab.utils import forked_rng
 
-__all__ = ["completeness_table", "layer_figure", "perturbation_table", "perturbation_figure", "ranking",
-           "signed_ranking", "flip_experiment", "folding_comparison"]
+__all__ = ["blank_share", "completeness_table", "digits_cnn", "flip_difference", "flip_experiment",
+           "folding_comparison", "layer_figure", "perturbation_figure", "perturbation_table", "ranking", "signed_ranking",
+           "smooth_activation_table"]
+
+
+def digits_cnn(seed: int, input_size: int = 16) -> nn.Module:
+    """The CNN notebook 03 explains on digits: two conv–batch-norm–ReLU–max-pool blocks (width 16), a two-layer
+    head, ten classes; untrained, initialised from ``seed``."""
+    return SmallCNN(in_channels=1, num_classes=10, width=16, depth=2, input_size=input_size, batch_norm=True, seed=seed)
 
 
 def completeness_table(models: Mapping[str, nn.Module], x: Tensor, target) -> dict[str, dict]:
@@ -31,8 +41,8 @@ def completeness_table(models: Mapping[str, nn.Module], x: Tensor, target) -> di
     ``|f - grad.x| / (|grad.x| + |f - grad.x|)`` (median)."""
     rows = {}
     for name, net in models.items():
-        gap32 = completeness_gap(net, x, target)
-        gap64 = completeness_gap(copy.deepcopy(net).double(), x.double(), target)
+        gap32 = decomposition_gap(net, x, target)
+        gap64 = decomposition_gap(copy.deepcopy(net).double(), x.double(), target)
         f = full_gradients(net, x, target)
         inp_gap = (f.input_share() - f.output).abs() / f.output.abs()
         bias = (f.output - f.input_share()).abs()
@@ -40,6 +50,25 @@ def completeness_table(models: Mapping[str, nn.Module], x: Tensor, target) -> di
         rows[name] = dict(gap64_max=gap64.max().item(), gap32_median=gap32.median().item(),
                           gap32_max=gap32.max().item(), input_gap_median=inp_gap.median().item(),
                           bias_share_median=share.median().item())
+    return rows
+
+
+def smooth_activation_table(x: Tensor, target, seed: int, activations=(nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU)
+                            ) -> list[list]:
+    """Completeness on small untrained networks with smooth activations (conv, activation, max-pool, a
+    two-layer head; initialised from ``seed``): per activation, ``[name, largest gap in float64 (text),
+    median gap in float32 (text), median gap without the implicit-bias terms]``."""
+    rows = []
+    for act in activations:
+        with forked_rng(seed):
+            net = nn.Sequential(nn.Conv2d(x.shape[1], 8, 3, padding=1), act(), nn.MaxPool2d(2), nn.Flatten(),
+                                nn.Linear(8 * (x.shape[-1] // 2) ** 2, 32), act(), nn.Linear(32, 10))
+        net = net.to(x.device).eval()
+        terms = full_gradients(net, x, target)
+        implicit = sum(v.flatten(1).sum(1) for k, v in terms.bias.items() if k.endswith("(implicit)"))
+        without = ((terms.total() - implicit - terms.output).abs() / terms.output.abs()).median().item()
+        rows.append([act.__name__, f"{decomposition_gap(net.double(), x.double(), target).max().item():.0e}",
+                     f"{decomposition_gap(net.float(), x, target).median().item():.0e}", without])
     return rows
 
 
@@ -70,15 +99,18 @@ def layer_figure(model: nn.Module, x: Tensor, target, n: int = 3) -> Figure:
 
 
 def perturbation_table(model: nn.Module, x: Tensor, target, maps: Mapping[str, Tensor], fractions,
-                       fills: Sequence = ("image_mean", "blur")) -> dict[tuple, dict[str, Tensor]]:
+                       fills: Sequence = ("image_mean", "blur"), *, blur_sigma: float = BLUR_SIGMA,
+                       ) -> dict[tuple, dict[str, Tensor]]:
     """Pixel perturbation of every map: ``{(fill, "least" | "most"): {label: change (fractions, images)}}``
-    (see :func:`xailab.metrics.pixel_perturbation`); per image, so that methods can be compared paired."""
+    (the catalogue's ``least_salient`` and ``most_salient``, one fraction at a time); per image, so
+    that methods can be compared paired."""
     out = {}
     for fill in fills:
-        for most in (False, True):
-            out[(fill, "most" if most else "least")] = {
-                k: pixel_perturbation(model, x, target, s, fractions, most_salient=most, fill=fill).cpu()
-                for k, s in maps.items()}
+        for which in ("least", "most"):
+            metrics = {f: (f"{which}_salient", {"fractions": (f,), "fill": fill, "blur_sigma": blur_sigma})
+                       for f in fractions}
+            scores = evaluate(maps, metrics, model=model, x=x, target=target)
+            out[(fill, which)] = {k: torch.stack([scores[str(f)][k] for f in fractions]).cpu() for k in maps}
     return out
 
 
@@ -101,6 +133,14 @@ def ranking(scores: Mapping[str, float], lower_is_better: bool = True) -> str:
     order = sorted(scores, key=scores.get, reverse=not lower_is_better)
     sep = " < " if lower_is_better else " > "
     return sep.join(f"{k} {scores[k]:.3f}" for k in order)
+
+
+def blank_share(maps: Tensor, x: Tensor, k: float = 0.2) -> float:
+    """The share of blank (exactly zero) pixels of ``x`` among each image's ``k`` least salient pixels of
+    ``maps`` (abs-sum over channels), over all images: where a least-salient removal changes nothing."""
+    pix = reduce_channels(maps, "abs-sum").flatten(1) if maps.shape[1] > 1 else maps.abs().flatten(1)
+    low = pix.argsort(dim=1, stable=True)[:, : int(k * pix.shape[1])]
+    return float((x.flatten(1).cpu().gather(1, low) == 0).float().mean())
 
 
 def signed_ranking(maps: Tensor) -> Tensor:
@@ -129,12 +169,21 @@ def flip_experiment(model: nn.Module, x: Tensor, y: Tensor, pairs: Sequence[tupl
         sa = method_maps(model, xa, a, methods, seed=seed)
         sb = method_maps(model, xa, b, methods, seed=seed + 1)
         for label in methods:
-            flip["a - b"][label].append(flip_test(model, xa, a, sa[label], contrast=b, contrast_maps=sb[label],
-                                                  fractions=fractions))
-            flip["a only"][label].append(flip_test(model, xa, a, sa[label], contrast=b, fractions=fractions))
+            per_fraction = {mode: [flip_test(sa[label], model=model, x=xa, target=a, contrast=b, contrast_maps=other,
+                                             fractions=(f,)) for f in fractions]
+                            for mode, other in (("a - b", sb[label]), ("a only", None))}
+            for mode, drops in per_fraction.items():
+                flip[mode][label].append(torch.stack(drops))
             if (a, b) == tuple(pairs[0]):
                 examples[label] = sa[label][:1] - sb[label][:1]
     return {mode: {k: torch.cat(v, 1).cpu() for k, v in rows.items()} for mode, rows in flip.items()}, examples
+
+
+def flip_difference(flips: Mapping, a: str, b: str, mode: str = "a - b") -> tuple[Tensor, Tensor]:
+    """Per fraction of :func:`flip_experiment`: the mean over images of the drop of ``a`` minus the drop of
+    ``b``, and two standard errors of it."""
+    d = flips[mode][a] - flips[mode][b]
+    return d.mean(1), 2 * d.std(1) / d.shape[1] ** 0.5
 
 
 def folding_comparison(model: nn.Module, folded: nn.Module, x: Tensor, target) -> dict[tuple, dict]:

@@ -1,6 +1,6 @@
 """The workbook machinery: run every notebook headlessly (:mod:`.runner`, ``python -m
-xailab.workbook``), record each paper's claims as the notebooks check them (:mod:`.claims`), and
-write the report of what reproduces (:mod:`.report`, :mod:`.files`)."""
+xailab.workbook``) and write the report of what reproduces (:mod:`.report`) from the claims the
+notebooks record with :mod:`xailab.claims`."""
 
 
 def main(argv=None) -> int:

@@ -7,8 +7,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from xailab.workbook.claims import EXPLAINED, FAILED, REPRODUCED
-from xailab.workbook.files import write_atomic
+from xailab.claims import EXPLAINED, FAILED, REPRODUCED
+from xailab.utils import write_atomic
 
 KEY_FIGURE_TAG = "key-figure"
 

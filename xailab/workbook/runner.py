@@ -4,7 +4,7 @@
 
 Each notebook is executed with papermill (kernel ``xailab``, parameters injected into its
 ``parameters`` cell), then written to ``OUT/NAME.ipynb`` with an HTML rendering ``OUT/NAME.html``.
-Every claim a notebook checks with :func:`xailab.workbook.claims.check` is collected into
+Every claim a notebook checks with :func:`xailab.claims.check` is collected into
 ``OUT/claims.md`` and ``OUT/claims.json``; ``OUT/index.html`` links everything with each
 notebook's key figure. A failing notebook is reported with its cell and error, the others still
 run, and the exit status is 1.
@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xailab.workbook.claims import LOG_ENV, NOTEBOOK_ENV
-from xailab.workbook.files import clean_partials, partial, write_atomic
+from xailab.claims import LOG_ENV, NOTEBOOK_ENV
+from xailab.utils import PARTIAL, partial_path, write_atomic
 from xailab.workbook.report import write_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,9 +91,9 @@ def run_notebook(path: Path, out: Path, parameters: dict, kernel: str) -> Outcom
     from traitlets.config import Config
 
     name = path.stem
-    log = partial(out / f"{name}.claims.jsonl")
+    log = partial_path(out / f"{name}.claims.jsonl")
     log.unlink(missing_ok=True)
-    executed = partial(out / f"{name}.ipynb")
+    executed = partial_path(out / f"{name}.ipynb")
     env = {LOG_ENV: str(log), NOTEBOOK_ENV: name}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -123,6 +123,12 @@ def run_notebook(path: Path, out: Path, parameters: dict, kernel: str) -> Outcom
         render_html(executed, out / f"{name}.html")
         os.replace(executed, out / f"{name}.ipynb")
     return Outcome(name=name, ok=not error, seconds=seconds, error=error, claims=claims)
+
+
+def clean_partials(out: Path) -> None:
+    """Remove leftovers of an interrupted run (files still named ``*.partial*``)."""
+    for leftover in out.glob(f"*{PARTIAL}*"):
+        leftover.unlink()
 
 
 def render_html(notebook: Path, target: Path) -> None:

@@ -2,17 +2,17 @@
 into a saliency map, batch-norm folding, and the registered saliency methods.
 
 - :mod:`.decomposition` — :func:`full_gradients` (input term + one bias term per layer) and
-  :func:`completeness_gap`;
+  :func:`decomposition_gap`;
 - :mod:`.aggregation` — :func:`postprocess`, :func:`layer_maps`, :func:`aggregate`;
 - :mod:`.folding` — :func:`fold_batchnorm`;
 - :mod:`.saliency` — ``fullgrad``, ``simple_fullgrad``, ``smooth_fullgrad`` (registered methods).
 """
-from xailab.attribution.fullgrad.aggregation import POSTS, TERM_NORMALIZATIONS, aggregate, layer_maps, postprocess
-from xailab.attribution.fullgrad.decomposition import (AFFINE, NOT_HOMOGENEOUS, FullGradients, completeness_gap,
+from xailab.attribution.fullgrad.aggregation import POSTS, TERM_NORMALISATIONS, aggregate, layer_maps, postprocess
+from xailab.attribution.fullgrad.decomposition import (AFFINE, NOT_HOMOGENEOUS, FullGradients, decomposition_gap,
                                                        full_gradients, unsupported_modules)
 from xailab.attribution.fullgrad.folding import fold_batchnorm
 from xailab.attribution.fullgrad.saliency import fullgrad, simple_fullgrad, smooth_fullgrad
 
-__all__ = ["AFFINE", "NOT_HOMOGENEOUS", "POSTS", "TERM_NORMALIZATIONS", "FullGradients", "aggregate",
-           "completeness_gap", "fold_batchnorm", "full_gradients", "fullgrad", "layer_maps", "postprocess",
+__all__ = ["AFFINE", "NOT_HOMOGENEOUS", "POSTS", "TERM_NORMALISATIONS", "FullGradients", "aggregate",
+           "decomposition_gap", "fold_batchnorm", "full_gradients", "fullgrad", "layer_maps", "postprocess",
            "simple_fullgrad", "smooth_fullgrad", "unsupported_modules"]

@@ -21,23 +21,23 @@ from torch import Tensor
 
 from xailab.attribution.fullgrad.decomposition import FullGradients
 
-__all__ = ["POSTS", "TERM_NORMALIZATIONS", "postprocess", "layer_maps", "aggregate"]
+__all__ = ["POSTS", "TERM_NORMALISATIONS", "postprocess", "layer_maps", "aggregate"]
 
 #: Post-processing of each term before aggregation (see :func:`postprocess`).
 POSTS = ("abs", "signed", "positive", "negative")
-#: Per-term normalisations (a subset of :data:`xailab.attribution.maps.NORMALIZATIONS`' names).
-TERM_NORMALIZATIONS = ("min-max", "max-abs", "none")
+#: Per-term normalisations (a subset of :data:`xailab.attribution.maps.NORMALISATIONS`' names).
+TERM_NORMALISATIONS = ("min-max", "max-abs", "none")
 
 
-def postprocess(term: Tensor, post: str = "abs", normalize: str | None = None) -> Tensor:
+def postprocess(term: Tensor, post: str = "abs", normalise: str | None = None) -> Tensor:
     """Post-process one term ``(N, C, ...)`` and sum it over channels: ``(N, 1, ...)``.
 
     ``post``: ``"abs"`` (the paper), ``"signed"``, ``"positive"`` (positive part) or ``"negative"``
-    (magnitude of the negative part).  ``normalize``: ``"min-max"`` rescales the whole term of each
+    (magnitude of the negative part).  ``normalise``: ``"min-max"`` rescales the whole term of each
     sample (all channels and positions together, as the authors' code does) to [0, 1];
     ``"max-abs"`` divides by the largest magnitude, keeping zero and signs (the default for
     ``"signed"``, where min-max would move zero); ``"none"`` leaves it.  Default: ``"min-max"``
-    except for ``"signed"``.  (The names are those of :func:`xailab.attribution.normalize`.)
+    except for ``"signed"``.  (The names are those of :func:`xailab.attribution.normalise`.)
 
     Both normalisations are one affine map ``a * t + c`` per sample, with scalars ``a, c`` taken
     over all channels, so it is applied to the channel sum as ``a * sum_c t + C * c``: identical to
@@ -45,20 +45,20 @@ def postprocess(term: Tensor, post: str = "abs", normalize: str | None = None) -
     """
     if post not in POSTS:
         raise ValueError(f"post must be one of {POSTS}, got {post!r}")
-    normalize = normalize or ("max-abs" if post == "signed" else "min-max")
-    if normalize not in TERM_NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {TERM_NORMALIZATIONS}, got {normalize!r}")
+    normalise = normalise or ("max-abs" if post == "signed" else "min-max")
+    if normalise not in TERM_NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {TERM_NORMALISATIONS}, got {normalise!r}")
     if term.ndim < 2:
         raise ValueError(f"term must be (N, C, ...), got shape {tuple(term.shape)}")
     p = {"abs": term.abs, "signed": lambda: term, "positive": lambda: term.clamp_min(0),
          "negative": lambda: (-term).clamp_min(0)}[post]()
     s = p.sum(1, keepdim=True)
-    if normalize == "none":
+    if normalise == "none":
         return s
     flat = p.flatten(1)
     view = [-1] + [1] * (s.ndim - 1)
     tiny = torch.finfo(p.dtype).tiny
-    if normalize == "min-max":
+    if normalise == "min-max":
         lo, hi = flat.amin(1), flat.amax(1)
         rng = hi - lo
         out = (s - p.shape[1] * lo.view(view)) / rng.clamp_min(tiny).view(view)
@@ -75,7 +75,7 @@ def _resize(m: Tensor, size) -> Tensor:
 
 
 def layer_maps(terms: FullGradients | dict[str, Tensor], x_shape, *, post: str = "abs",
-               normalize: str | None = None, include_input: bool = True) -> dict[str, Tensor]:
+               normalise: str | None = None, include_input: bool = True) -> dict[str, Tensor]:
     """One post-processed pixel map per term, upsampled to the input's size: name -> (N, 1, H, W).
 
     ``terms``: a :class:`FullGradients` (its ``input`` term is called ``"input"``) or a plain dict
@@ -92,21 +92,21 @@ def layer_maps(terms: FullGradients | dict[str, Tensor], x_shape, *, post: str =
     maps = {}
     if len(x_shape) == 2:                               # tabular: element-wise input term only
         if "input" in named:
-            p = postprocess(named["input"][:, None, :], post, normalize)
+            p = postprocess(named["input"][:, None, :], post, normalise)
             maps["input"] = p[:, 0]
         return maps
     if len(x_shape) != 4:
         raise ValueError(f"x must be images (N, C, H, W) or tabular (N, D), got shape {x_shape}")
     for name, t in named.items():
         if t.ndim == 4:
-            maps[name] = _resize(postprocess(t, post, normalize), x_shape[-2:])
+            maps[name] = _resize(postprocess(t, post, normalise), x_shape[-2:])
     return maps
 
 
 def aggregate(terms: FullGradients | dict[str, Tensor], x_shape, *, post: str = "abs",
-              normalize: str | None = None, include_input: bool = True) -> Tensor:
+              normalise: str | None = None, include_input: bool = True) -> Tensor:
     """The FullGrad saliency: the sum of :func:`layer_maps`, ``(N, 1, H, W)`` (``(N, D)`` tabular)."""
-    maps = layer_maps(terms, x_shape, post=post, normalize=normalize, include_input=include_input)
+    maps = layer_maps(terms, x_shape, post=post, normalise=normalise, include_input=include_input)
     if not maps:
         raise ValueError("no term has the input's spatial layout; nothing to aggregate")
     return torch.stack(list(maps.values())).sum(0)

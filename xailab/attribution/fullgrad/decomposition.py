@@ -40,9 +40,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from xailab.hooks import hooks_removed
 from xailab.utils import as_targets, preserved_state, require_eval
 
-__all__ = ["AFFINE", "ELEMENTWISE", "NOT_HOMOGENEOUS", "FullGradients", "full_gradients", "completeness_gap",
+__all__ = ["AFFINE", "ELEMENTWISE", "NOT_HOMOGENEOUS", "FullGradients", "full_gradients", "decomposition_gap",
            "unsupported_modules"]
 
 #: Layers whose bias (explicit, or implicit for batch-norm) enters the decomposition.
@@ -209,8 +210,7 @@ def full_gradients(model: nn.Module, x: Tensor, target, *, merge_batchnorm: bool
         act_calls.append(call)
         return call.passed_on
 
-    handles = []
-    try:
+    with hooks_removed() as handles:
         with preserved_state(model):
             for p in model.parameters():
                 p.requires_grad_(False)
@@ -231,9 +231,6 @@ def full_gradients(model: nn.Module, x: Tensor, target, *, merge_batchnorm: bool
                 grads = iter(torch.autograd.grad(f.sum(), [xr] + live, allow_unused=True))
                 gx = next(grads)
                 gz = [next(grads) if c.output.requires_grad else None for c in every]
-    finally:
-        for h in handles:
-            h.remove()
     gx = gx if gx is not None else torch.zeros_like(x)
     gz = [g if g is not None else torch.zeros_like(c.output) for g, c in zip(gz, calls + act_calls)]
     fg = _assemble(x, gx, gz[:len(calls)], calls, f.detach(), keep_gradients, tuple(unsupported_modules(model)))
@@ -278,7 +275,7 @@ def _assemble(x, gx, gz, calls, f, keep_gradients, unsupported) -> FullGradients
                          output=f, gradients=gradients, unsupported=unsupported)
 
 
-def completeness_gap(model: nn.Module, x: Tensor, target, *, merge_batchnorm: bool = True,
+def decomposition_gap(model: nn.Module, x: Tensor, target, *, merge_batchnorm: bool = True,
                      strict: bool = True) -> Tensor:
     """Relative completeness error ``|sum of all full-gradient terms - f(x)| / |f(x)|`` per sample.
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from xailab.attribution.fullgrad.decomposition import AFFINE, _bn_scale, _effective_bias
+from xailab.hooks import hooks_removed
 from xailab.utils import require_eval
 
 __all__ = ["fold_batchnorm"]
@@ -22,7 +23,6 @@ def _pairs_by_trace(model: nn.Module, example: Tensor) -> list[tuple[str, str]]:
     """(affine, batch-norm) name pairs where the BN's input *is* the affine layer's output."""
     names = {m: n for n, m in model.named_modules()}
     produced, pairs, counts = {}, [], {}
-    handles = []
 
     def post_hook(module, args, output):
         counts[module] = counts.get(module, 0) + 1
@@ -32,15 +32,11 @@ def _pairs_by_trace(model: nn.Module, example: Tensor) -> list[tuple[str, str]]:
             if src is not None and src[1] is args[0] and isinstance(src[0], AFFINE):
                 pairs.append((src[0], module))
 
-    try:
+    with hooks_removed() as handles, torch.no_grad():
         for m in model.modules():
             if isinstance(m, AFFINE + (_BatchNorm,)):
                 handles.append(m.register_forward_hook(post_hook))
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+        model(example)
     return [(names[a], names[b]) for a, b in pairs if counts[a] == 1 and counts[b] == 1]
 
 

@@ -19,23 +19,23 @@ from xailab.utils import as_targets, check_positive
 __all__ = ["fullgrad", "simple_fullgrad", "smooth_fullgrad"]
 
 
-@register("fullgrad")
-def fullgrad(model: nn.Module, x: Tensor, target, *, post: str = "abs", normalize: str | None = None,
+@register("fullgrad", output="pixel")
+def fullgrad(model: nn.Module, x: Tensor, target, *, post: str = "abs", normalise: str | None = None,
              include_input: bool = True, merge_batchnorm: bool = True) -> Tensor:
     """FullGrad saliency of the ``target`` logit: the aggregated full-gradient terms, ``(N, 1, H, W)``.
 
-    ``post``: ``"abs"`` | ``"signed"`` | ``"positive"`` | ``"negative"``; ``normalize``: ``"min-max"``
+    ``post``: ``"abs"`` | ``"signed"`` | ``"positive"`` | ``"negative"``; ``normalise``: ``"min-max"``
     | ``"max-abs"`` | ``"none"`` (default: min-max, max-abs when signed); see
     :func:`~xailab.attribution.fullgrad.postprocess`.  ``merge_batchnorm``: one term per conv + BN
     pair (makes the map invariant to folding BN into the conv; False gives the authors' two terms).
     """
     fg = full_gradients(model, check_input(x), target, merge_batchnorm=merge_batchnorm)
-    return aggregate(fg, x.shape, post=post, normalize=normalize, include_input=include_input)
+    return aggregate(fg, x.shape, post=post, normalise=normalise, include_input=include_input)
 
 
-@register("simple_fullgrad")
+@register("simple_fullgrad", output="pixel")
 def simple_fullgrad(model: nn.Module, x: Tensor, target, *, post: str = "abs",
-                    normalize: str | None = None, include_input: bool = True) -> Tensor:
+                    normalise: str | None = None, include_input: bool = True) -> Tensor:
     """The authors' simpler variant: aggregate the gradients ``grad_z f`` of every bias-carrying
     layer's output (before its activation) *without* multiplying by the bias, plus the input term.
 
@@ -44,13 +44,13 @@ def simple_fullgrad(model: nn.Module, x: Tensor, target, *, post: str = "abs",
     """
     fg = full_gradients(model, check_input(x), target, keep_gradients=True)
     terms = ({"input": fg.input} if include_input else {}) | fg.gradients
-    return aggregate(terms, x.shape, post=post, normalize=normalize)
+    return aggregate(terms, x.shape, post=post, normalise=normalise)
 
 
-@register("smooth_fullgrad")
+@register("smooth_fullgrad", output="pixel", options=("sigma", "n_samples"))
 def smooth_fullgrad(model: nn.Module, x: Tensor, target, *, sigma: float = 0.15, n_samples: int = 15,
                     batch_size: int | None = None, seed: int = 0, average: str = "maps",
-                    post: str = "abs", normalize: str | None = None, include_input: bool = True,
+                    post: str = "abs", normalise: str | None = None, include_input: bool = True,
                     merge_batchnorm: bool = True) -> Tensor:
     """SmoothGrad applied to FullGrad: average over ``n_samples`` noisy copies of ``x``.
 
@@ -63,7 +63,7 @@ def smooth_fullgrad(model: nn.Module, x: Tensor, target, *, sigma: float = 0.15,
     ``batch_size``.
     """
     check_input(x)
-    opts = dict(post=post, normalize=normalize, include_input=include_input, merge_batchnorm=merge_batchnorm)
+    opts = dict(post=post, normalise=normalise, include_input=include_input, merge_batchnorm=merge_batchnorm)
     if average == "maps":
         return ensemble(model, x, target, base=fullgrad, stats=("smoothgrad",), sigma=sigma,
                         n_samples=n_samples, batch_size=batch_size, seed=seed, **opts)["smoothgrad"]
@@ -85,4 +85,4 @@ def smooth_fullgrad(model: nn.Module, x: Tensor, target, *, sigma: float = 0.15,
             if k not in acc:
                 acc[k] = torch.zeros((n,) + tuple(v.shape[1:]), dtype=v.dtype, device=v.device)
             acc[k].index_add_(0, idx, v)
-    return aggregate({k: v / n_samples for k, v in acc.items()}, x.shape, post=post, normalize=normalize)
+    return aggregate({k: v / n_samples for k, v in acc.items()}, x.shape, post=post, normalise=normalise)

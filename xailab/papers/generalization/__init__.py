@@ -10,7 +10,8 @@ arXiv 2411.05837).
 - :mod:`.stability` — SmoothGrad's measured stability and fidelity over sigma;
 - :mod:`.plots` — the two networks' maps side by side.
 """
-from xailab.papers.generalization.bounds import (SQRT_2_OVER_PI, balancing_sigma, bound_inputs, crossing_point,
+from xailab.papers.generalization.bounds import (SQRT_2_OVER_PI, balancing_sigma, bound_inputs, complexity_factor,
+                                                 crossing_point,
                                                  fidelity_bound, gradient_bound, gradient_map_complexity,
                                                  margin_bound, sgd_parameter_divergence, smoothgrad_bound,
                                                  smoothgrad_lipschitz, stability_bound)
@@ -22,7 +23,7 @@ from xailab.papers.generalization.norms import (conv_dense_matrix, conv_spectral
 from xailab.papers.generalization.plots import side_by_side
 from xailab.papers.generalization.stability import stability_fidelity
 
-__all__ = ["DEFAULT_METHODS", "SQRT_2_OVER_PI", "SplitResults", "balancing_sigma", "bound_inputs",
+__all__ = ["DEFAULT_METHODS", "SQRT_2_OVER_PI", "SplitResults", "balancing_sigma", "bound_inputs", "complexity_factor",
            "check_sizes", "conv_dense_matrix", "conv_spectral_norm", "crossing_point",
            "disjoint_split_experiment", "fidelity_bound", "gradient_bound", "gradient_map_complexity",
            "group_norm_21", "layer_norms", "linear_layers", "linear_spectral_norm", "margin_bound", "margins",

@@ -20,7 +20,7 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 __all__ = ["SQRT_2_OVER_PI", "margin_bound", "gradient_map_complexity", "gradient_bound", "smoothgrad_lipschitz",
            "smoothgrad_bound", "sgd_parameter_divergence", "stability_bound", "fidelity_bound",
-           "balancing_sigma", "crossing_point", "bound_inputs"]
+           "balancing_sigma", "crossing_point", "bound_inputs", "complexity_factor"]
 
 
 def margin_bound(spectral_complexity: float, *, n: int, data_norm: float, margin: float,
@@ -119,6 +119,15 @@ def smoothgrad_bound(sigma: float, spectral_complexity: float, *, n: int, data_n
     Raises a ValueError for sigma <= 0."""
     return constant * smoothgrad_lipschitz(sigma) * data_norm * spectral_complexity * math.log(2 * width) \
         * math.log(n) / n + _bound_tail(n, delta, c_conf)
+
+
+def complexity_factor(*, n: int, data_norm: float, width: int, sigma: float | None = None,
+                      constant: float = 1.0) -> float:
+    """What multiplies the complexity in :func:`gradient_bound` (``sigma=None``) or in
+    :func:`smoothgrad_bound`: ``constant · ||X||_2 · ln(2W) · ln(n) / n``, times ``√(2/π)/σ`` for SmoothGrad.
+    A bound can only fail to fall with ``n`` where the measured complexity grows faster than this shrinks."""
+    factor = constant * data_norm * math.log(2 * width) * math.log(n) / n
+    return factor if sigma is None else smoothgrad_lipschitz(sigma) * factor
 
 
 def sgd_parameter_divergence(n: int, *, lipschitz: float, step_sizes: Sequence[float]) -> float:

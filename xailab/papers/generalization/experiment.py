@@ -14,7 +14,7 @@ both.
 """
 from __future__ import annotations
 
-import inspect
+import math
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Callable, Mapping, Sequence
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xailab.attribution import TARGETS, get_method, method_maps, method_table
+from xailab.attribution import TARGETS, method_maps, method_table
 from xailab.data import disjoint_splits
 from xailab.metrics import CONSISTENCY, consistency, prediction_agreement
 from xailab.train import fit, fit_many, predict
@@ -120,24 +120,29 @@ class SplitResults:
         return (sizes, {m: [summ[(n, m)][0] for n in sizes] for m in methods},
                 {m: [summ[(n, m)][1] for n in sizes] for m in methods})
 
+    def gain(self, method: str, value: str = "spearman") -> tuple[float, float]:
+        """The change of ``value`` for ``method`` from the smallest to the largest size, and its standard
+        error: the pairs of one size share networks, so they count as ``networks // 2`` independent
+        measurements, not as many as pairs."""
+        s, (lo, hi) = self.summary(value), (min(self.accuracy), max(self.accuracy))
+        nets = len(self.accuracy[lo])
+        se = math.sqrt((s[(lo, method)][1] ** 2 + s[(hi, method)][1] ** 2) / max(1, nets // 2))
+        return s[(hi, method)][0] - s[(lo, method)][0], se
+
     def floor_of(self, value: str, n: int, method: str, kind: str) -> float | None:
         """The noise floor ``kind`` (``"mc"`` or ``"order"``) of ``value`` at size ``n``, or None."""
         hits = [r[value] for r in self.floor if (r["n"], r["method"], r["kind"]) == (n, method, kind)]
         return float(np.mean(hits)) if hits else None
 
 
-def _stochastic(spec) -> bool:
-    """Whether a method spec draws noise (and so has a Monte-Carlo floor)."""
-    return bool(spec.stat) or "seed" in inspect.signature(get_method(spec.method)).parameters
-
-
 def _reseeded(table: dict, seed: int) -> dict:
-    """The stochastic methods of ``table`` with another noise seed."""
-    return {label: (spec.raw, {**spec.options, "seed": seed}) for label, spec in table.items() if _stochastic(spec)}
+    """The methods of ``table`` that draw noise (and so have a Monte-Carlo floor), with another seed."""
+    return {label: (spec.raw, {**spec.options, "seed": seed}) for label, spec in table.items() if spec.seeded}
 
 
 def _compare(maps_a: dict, maps_b: dict, metrics) -> dict:
-    return {label: {m: consistency(maps_a[label], maps_b[label], m) for m in metrics} for label in maps_b}
+    return {label: {m: consistency(maps_a[label], other=maps_b[label], measure=m) for m in metrics}
+            for label in maps_b}
 
 
 def disjoint_split_experiment(model_fn: Callable[[int], nn.Module], train, test, *, sizes: Sequence[int],
@@ -150,7 +155,7 @@ def disjoint_split_experiment(model_fn: Callable[[int], nn.Module], train, test,
     class-balanced sets of ``n`` images of ``train`` and compare their maps on ``test``.
 
     ``fit_options`` go to :func:`xailab.train.fit_many` (e.g. ``steps=`` for the same number of
-    optimisation steps at every size, ``optimizer="sgd"``, ``schedule="cosine"``). Every network
+    optimisation steps at every size, ``optimiser="sgd"``, ``lr_schedule="cosine"``). Every network
     gets its own initialisation seed, so pairs differ by data *and* by the randomness of training,
     as in the paper; ``init_from`` (a state dict or a module) starts every network from the same
     pre-trained weights instead (the paper's fine-tuning variant). ``seeds`` repeat everything
@@ -180,8 +185,7 @@ def disjoint_split_experiment(model_fn: Callable[[int], nn.Module], train, test,
         return net
 
     def maps_of(net, spec_table):
-        return method_maps(net, test.x, test.y if target == "label" else "predicted", spec_table,
-                           reduce="abs-sum", batch_size=128)
+        return method_maps(net, test.x, target, spec_table, labels=test.y, reduce="abs-sum", batch_size=128)
 
     res = SplitResults()
     jobs = [(s, n) for s in seeds for n in sizes]

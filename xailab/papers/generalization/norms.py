@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xailab.utils import seeded_generator
+from xailab.hooks import forward_order
+from xailab.utils import preserved_state, seeded_generator
 
 __all__ = ["linear_spectral_norm", "conv_dense_matrix", "conv_spectral_norm", "group_norm_21", "layer_norms",
            "spectral_complexity", "model_spectral_complexity", "margins", "linear_layers", "norms_table"]
@@ -199,21 +200,12 @@ def group_norm_21(layer_or_weight, reference=None, *, input_size=None) -> float:
 
 def linear_layers(model: nn.Module, input_size) -> list[tuple[str, nn.Module, tuple]]:
     """Linear and Conv2d layers of ``model`` in forward order with the shape of their input
-    (found by one forward pass on zeros of shape ``(1, *input_size)``)."""
-    found = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: found.append((name, mod, tuple(inp[0].shape))))
-             for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    try:
-        p = next(model.parameters())
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            model(torch.zeros(1, *input_size, dtype=p.dtype, device=p.device))
-            model.train(was)
-    finally:
-        for hk in hooks:
-            hk.remove()
-    return found
+    (found by one forward pass on zeros of shape ``(1, *input_size)``, in eval mode)."""
+    p = next(model.parameters())
+    with preserved_state(model):
+        model.eval()
+        calls = forward_order(model, torch.zeros(1, *input_size, dtype=p.dtype, device=p.device))
+    return [(c.name, c.module, c.input_shape) for c in calls]
 
 
 def layer_norms(model: nn.Module, input_size, *, reference=None, n_iter: int = 500) -> list[dict]:

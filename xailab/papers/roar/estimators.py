@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 
 from xailab.attribution import TARGETS, MethodSpec, method_maps, method_table
 from xailab.attribution.specs import SQUARED, same_options
+from xailab.utils import atomic_file
 
 BASES = ("gradient", "guided_backprop", "integrated_gradients")
 CONTROLS = ("random", "sobel")
@@ -74,23 +74,10 @@ def cache_key(model_hash: str, spec: MethodSpec, data_x: Tensor, data_y: Tensor,
 
 
 def atomic_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a reader sees the
-    old file or the complete new one, never a partial write (an interrupted sweep leaves no corrupt
-    cache entry; the temporary file is removed on error)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache entry is ordinary data
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through :func:`xailab.utils.atomic_file`: a reader sees the old file or the
+    complete new one, never a partial write (an interrupted sweep leaves no corrupt cache entry)."""
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _load(path: Path):
@@ -101,15 +88,15 @@ def _load(path: Path):
 
 
 # --------------------------------------------------------------------------- computation
-def relevance_maps(model: nn.Module, data, estimators, *, target: str = "predicted", defaults=None,
+def relevance_maps(model: nn.Module, data, estimators, *, target: str = "label", defaults=None,
                    seed: int = 0, batch_size: int = 128, cache_dir: str | os.PathLike | None = None,
                    progress: bool = True) -> dict[str, Tensor]:
     """Relevance of every sample of ``data`` for each estimator, shaped like ``data.x`` (float32).
 
     ``estimators``: a method table (names, or ``{label: name | (name, options)}``); ``defaults``:
     per-method option defaults (``{"integrated_gradients": {"steps": 16}, "ensemble":
-    {"n_samples": 15}}``). ``target``: explain the model's ``"predicted"`` class (the reference
-    code's choice) or the true ``"label"``. Maps are computed with
+    {"n_samples": 15}}``). ``target``: explain the true ``"label"`` or the model's ``"predicted"``
+    class (the reference code's choice). Maps are computed with
     :func:`xailab.attribution.method_maps` (batch ``b`` seeded from ``seed``). With ``cache_dir``
     (a folder the caller chooses) raw maps are cached under ``cache_dir/roar/`` keyed by
     :func:`cache_key`, squares formed on load; ``None`` (default) caches nothing.
@@ -139,9 +126,8 @@ def relevance_maps(model: nn.Module, data, estimators, *, target: str = "predict
             found[key] = entry
     missing = {key: spec for key, spec in raws.items() if key not in found}
     if missing:
-        t = data.y.long() if target == "label" else "predicted"
-        maps = method_maps(model, data.x, t, missing, batch_size=batch_size, seed=seed, progress=progress,
-                           desc="relevance")
+        maps = method_maps(model, data.x, target, missing, labels=data.y, batch_size=batch_size, seed=seed,
+                           progress=progress, desc="relevance")
         for key, m in maps.items():
             m = m.float()
             if m.shape[0] != data.x.shape[0] or m.shape[2:] != data.x.shape[2:]:

@@ -11,14 +11,13 @@ from matplotlib.figure import Figure
 
 from xailab.papers.roar.estimators import CONTROLS
 from xailab.papers.roar.result import RoarResult
+from xailab.viz import curves
 
-_TITLES = {"roar": "ROAR: remove top, retrain", "keep": "KAR: keep top, retrain",
-           "no_retrain": "remove top, original model (MoRF)", "no_retrain_keep": "keep top, original model (LeRF)"}
+_TITLES = {"roar": "ROAR: remove top, retrain", "kar": "KAR: keep top, retrain",
+           "morf": "MoRF: remove top, original model", "lerf": "LeRF: keep top, original model"}
 
 
 def _draw(ax, result: RoarResult, names: Sequence[str], variant: str, title=None, chance=True):
-    from xailab.viz import curves
-
     ys, xs = {}, {}
     for name in names:
         fr, runs = result.curve(name, variant)
@@ -48,9 +47,9 @@ def plot(result: RoarResult, estimators: Sequence[str] | None = None, *, control
 
 
 def plot_variants(result: RoarResult, estimators: Sequence[str] | None = None, *,
-                  variants: Sequence[str] = ("roar", "no_retrain"), controls: Sequence[str] = CONTROLS,
+                  variants: Sequence[str] = ("roar", "morf"), controls: Sequence[str] = CONTROLS,
                   figsize=None):
-    """One panel per variant, same estimators, shared y axis: ROAR next to no-retrain (and KAR)."""
+    """One panel per variant, same estimators, shared y axis: ROAR next to MoRF (and KAR, LeRF)."""
     variants = [v for v in variants if v in result.variants]
     fig = Figure(figsize=figsize or (4.6 * len(variants), 3.6), layout="constrained")
     axes = fig.subplots(1, len(variants), sharey=True, squeeze=False)

@@ -7,20 +7,25 @@ from typing import Iterator
 
 import numpy as np
 
-#: ``roar`` remove the top fraction and retrain; ``keep`` remove the bottom fraction and retrain
-#: (KAR); ``no_retrain`` / ``no_retrain_keep`` the same removals scored by the explained model
-#: itself (ROAD's MoRF and LeRF curves when the fill is ``"noisy_linear"``).
-VARIANTS = ("roar", "keep", "no_retrain", "no_retrain_keep")
+from xailab.stats import Interval, t_interval
+
+#: ``roar`` remove the most relevant fraction and retrain; ``kar`` (keep and retrain) remove the least
+#: relevant fraction and retrain; ``morf`` / ``lerf`` the same two removals (most / least relevant
+#: first) scored by the explained model itself, without retraining (ROAD's MoRF and LeRF curves when
+#: the fill is ``"noisy_linear"``).
+VARIANTS = ("roar", "kar", "morf", "lerf")
+#: The variants that retrain, and those that score the explained model as it is.
+RETRAINED, NOT_RETRAINED = ("roar", "kar"), ("morf", "lerf")
 
 
 @dataclass
 class RoarResult:
     """Records ``{"estimator", "variant", "fraction", "seed", "accuracy"}``.
 
-    ``fraction`` is always the fraction of features *removed*: for ``keep`` and
-    ``no_retrain_keep`` the least relevant ones (the top ``1 - fraction`` are kept), for ``roar``
-    and ``no_retrain`` the most relevant.  The ``no_retrain`` variants score the explained model
-    itself on the modified test set (``seed`` None).  ``meta`` holds the sweep's settings and ``chance``.
+    ``fraction`` is always the fraction of features *removed*: for ``kar`` and ``lerf`` the least
+    relevant ones (the top ``1 - fraction`` are kept), for ``roar`` and ``morf`` the most relevant.
+    ``morf`` and ``lerf`` score the explained model itself on the modified test set (``seed``
+    None).  ``meta`` holds the sweep's settings and ``chance``.
     """
     records: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
@@ -106,6 +111,16 @@ class RoarResult:
             raise KeyError(f"no common seeds for {a!r} and {b!r} in variant {variant!r}")
         se = float(np.std(d, ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
         return {"mean": float(np.mean(d)), "se": se, "n": len(d)}
+
+    def interval(self, a: str, b: str, fractions=None, variant: str = "roar", *, level: float = 0.95,
+                 family: int = 1) -> Interval:
+        """Accuracy of ``a`` minus accuracy of ``b`` paired by seed (as :meth:`difference`), with its
+        Student-t interval over the seeds (Bonferroni over ``family`` comparisons)."""
+        pa, pb = self.per_seed(a, fractions, variant), self.per_seed(b, fractions, variant)
+        d = [pa[s] - pb[s] for s in pa if s in pb]
+        if not d:
+            raise KeyError(f"no common seeds for {a!r} and {b!r} in variant {variant!r}")
+        return t_interval(d, level=level, family=family)
 
     def curve(self, estimator: str, variant: str = "roar") -> tuple[list[float], list[list[float]]]:
         """``(fractions, runs)``: ``runs[k]`` = accuracies of run k at each fraction (seeds as runs)."""

@@ -16,30 +16,15 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from xailab.attribution import REDUCTIONS, method_table
+from xailab.attribution import REDUCTIONS, TARGETS, method_table
+from xailab.models import ModelFactory
 from xailab.papers.roar.estimators import relevance_maps
-from xailab.papers.roar.result import VARIANTS, RoarResult
+from xailab.papers.roar.result import NOT_RETRAINED, RETRAINED, VARIANTS, RoarResult
 from xailab.removal import RANK_BY, dataset_mean, replace_features
+from xailab.train import evaluate, fit, fit_many
 from xailab.utils import check_fraction, check_positive, progress as progress_bar, resolve_device
 
-__all__ = ["roar", "ModelFactory", "process_pool", "run_cell", "score_cell"]
-
-
-class ModelFactory:
-    """``model_fn`` for :func:`roar` that pickles (for process pools and clusters):
-    ``ModelFactory("cnn", in_channels=3, num_classes=4)(seed)`` = ``make_model("cnn", seed=seed, ...)``."""
-
-    def __init__(self, name: str, **kw):
-        self.name, self.kw = name, kw
-
-    def __call__(self, seed: int) -> nn.Module:
-        from xailab.models import make_model
-
-        return make_model(self.name, seed=seed, **self.kw)
-
-    def __repr__(self) -> str:
-        args = ", ".join([repr(self.name)] + [f"{k}={v!r}" for k, v in self.kw.items()])
-        return f"ModelFactory({args})"
+__all__ = ["roar", "ModelFactory", "process_pool", "run_cell", "score_cell"]   # ModelFactory: from xailab.models
 
 
 def process_pool(workers: int = 2):
@@ -65,23 +50,21 @@ def _strip(data):
     return data
 
 
-def modified(data, relevance: Tensor | None, fraction: float, *, top: bool, fill, rank_by: str, reduce: str,
+def modified(data, maps: Tensor | None, fraction: float, *, top: bool, fill, rank_by: str, reduce: str,
              **fill_options):
     """``data`` with the top (``top``) or bottom ``fraction`` of each sample's features removed."""
-    if relevance is None or fraction == 0:
+    if maps is None or fraction == 0:
         return data
-    x = replace_features(data.x, relevance, fraction, top=top, rank_by=rank_by, reduce=reduce, fill=fill,
+    x = replace_features(data.x, maps, fraction, top=top, rank_by=rank_by, reduce=reduce, fill=fill,
                          **fill_options)
     return dataclasses.replace(data, x=x)
 
 
 def score_cell(task: dict) -> list[float]:
     """The explained model's test accuracy with the top (or bottom) fraction removed, no retraining."""
-    from xailab.train import evaluate
-
     how = dict(top=task["top"], fill=task["fill"], rank_by=task["rank_by"], reduce=task["reduce"],
                **task["fill_options"])
-    return [evaluate(task["model"], modified(task["test"], task["rel_test"], task["fraction"], **how),
+    return [evaluate(task["model"], modified(task["test"], task["maps_test"], task["fraction"], **how),
                      device=task["device"])]
 
 
@@ -90,12 +73,10 @@ def run_cell(task: dict) -> list[float]:
 
     A plain top-level function of one picklable dict, so any executor can run it.
     """
-    from xailab.train import evaluate, fit_many
-
     how = dict(top=task["top"], fill=task["fill"], rank_by=task["rank_by"], reduce=task["reduce"],
                **task["fill_options"])
-    train = modified(task["train"], task["rel_train"], task["fraction"], **how)
-    test = modified(task["test"], task["rel_test"], task["fraction"], **how)
+    train = modified(task["train"], task["maps_train"], task["fraction"], **how)
+    test = modified(task["test"], task["maps_test"], task["fraction"], **how)
     models = fit_many(task["model_fn"], train, seeds=task["seeds"], epochs=task["epochs"], lr=task["lr"],
                       batch_size=task["batch_size"], device=task["device"], progress=False)
     return [evaluate(m, test, device=task["device"]) for m in models]
@@ -118,7 +99,7 @@ def _split_estimators(estimators) -> tuple[dict, dict[str, tuple[Tensor, Tensor]
     return methods, given, list(items)
 
 
-def _check_relevance_shape(t: Tensor, x: Tensor, what: str) -> None:
+def _check_maps_shape(t: Tensor, x: Tensor, what: str) -> None:
     ok = t.shape == x.shape or (x.ndim == 4 and t.ndim == 4 and t.shape[1] == 1
                                 and t.shape[0] == x.shape[0] and t.shape[2:] == x.shape[2:])
     if not ok:
@@ -145,7 +126,7 @@ def _check_request(train, test, methods, given, fractions, seeds, variants, rank
                          f"got {rank_by!r}, {reduce!r}")
     for label, pair in given.items():
         for t, d, what in zip(pair, (train, test), ("train", "test")):
-            _check_relevance_shape(t, d.x, f"{what} relevance of {label!r}")
+            _check_maps_shape(t, d.x, f"{what} maps of {label!r}")
     return fractions, seeds, variants
 
 
@@ -153,24 +134,24 @@ def _cells(relevance: dict, fractions, variants, common: dict, model) -> list[tu
     """``[(function, task, labels [(estimator, variant)], fraction, seeds)]``: the shared
     fraction-0 retraining cell, one retraining cell per estimator, variant and fraction, then one
     scoring cell (no retraining) per estimator, variant and fraction."""
-    retrain = [v for v in ("roar", "keep") if v in variants]
+    retrain = [v for v in RETRAINED if v in variants]
     cells = []
     if retrain and 0.0 in fractions:
         labels = [(e, v) for e in relevance for v in retrain]
-        cells.append((run_cell, dict(common, rel_train=None, rel_test=None, fraction=0.0, top=True),
+        cells.append((run_cell, dict(common, maps_train=None, maps_test=None, fraction=0.0, top=True),
                       labels, 0.0, common["seeds"]))
     for label, (r_tr, r_te) in relevance.items():
         for v in retrain:
             for f in fractions:
                 if f > 0:
-                    task = dict(common, rel_train=r_tr, rel_test=r_te, fraction=f, top=(v == "roar"))
+                    task = dict(common, maps_train=r_tr, maps_test=r_te, fraction=f, top=(v == "roar"))
                     cells.append((run_cell, task, [(label, v)], f, common["seeds"]))
     scoring = dict(common, model=model, train=None)
     for label, (_, r_te) in relevance.items():
-        for v in ("no_retrain", "no_retrain_keep"):
+        for v in NOT_RETRAINED:
             if v in variants:
                 for f in fractions:
-                    task = dict(scoring, rel_test=r_te, fraction=f, top=(v == "no_retrain"))
+                    task = dict(scoring, maps_test=r_te, fraction=f, top=(v == "morf"))
                     cells.append((score_cell, task, [(label, v)], f, [None]))
     return cells
 
@@ -190,8 +171,8 @@ def _records(cells, accs) -> list[dict]:
 
 def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fractions=(0, .1, .3, .5, .7, .9),
          seeds: int | Sequence[int] = 5, epochs: int = 10, explain_model: nn.Module | None = None, *,
-         variants: Sequence[str] = ("roar", "keep", "no_retrain"), rank_by: str = "pixel", reduce: str = "abs-sum",
-         target: str = "predicted", defaults: Mapping | None = None, fill="dataset_mean",
+         variants: Sequence[str] = ("roar", "kar", "morf"), rank_by: str = "pixel", reduce: str = "abs-sum",
+         target: str = "label", seed: int | None = None, defaults: Mapping | None = None, fill="dataset_mean",
          fill_options: Mapping | None = None,
          lr: float = 1e-3, batch_size: int = 64, relevance_batch_size: int = 128, device="auto",
          cache_dir: str | os.PathLike | None = None, executor=None, progress: bool = True,
@@ -203,26 +184,28 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
     - ``estimators``: a method table (names such as ``"vargrad(gradient)"``, or
       ``{label: name | (name, options) | (train_relevance, test_relevance)}`` for precomputed
       rankings); ``defaults``: per-method option defaults (see :func:`xailab.attribution.method_table`).
-    - ``explain_model``: the trained model whose relevance ranks the features; by default
-      ``model_fn(seeds[0])`` trained on ``train``.  Its relevance for every train and test image is
-      computed once per estimator (cached in ``cache_dir`` when given; see :func:`relevance_maps`).
+    - ``explain_model``: the trained model whose maps rank the features; by default
+      ``model_fn(seeds[0])`` trained on ``train``.  Its maps of every train and test image are
+      computed once per estimator, explaining ``target`` (``"label"`` or ``"predicted"``) with
+      noise seeded by ``seed`` (default ``seeds[0]``), and cached in ``cache_dir`` when given (see
+      :func:`relevance_maps`).
     - ``fill``: what removed features become (:data:`xailab.removal.FILLS`); the default is the
       *training set's* per-channel mean, the paper's fill. ``"noisy_linear"`` is ROAD's imputation;
       ``fill_options`` go to the fill (``noise``, ``seed``, ``blur_sigma``).
-    - ``variants`` (:data:`VARIANTS`): ``roar`` (remove the top fraction, retrain), ``keep`` (remove
-      the bottom fraction, retrain), ``no_retrain`` / ``no_retrain_keep`` (the explained model on
-      the test set with the top / bottom fraction removed: ROAD's MoRF / LeRF with its fill).
+    - ``variants`` (:data:`VARIANTS`): ``roar`` (remove the top fraction, retrain), ``kar`` (remove
+      the bottom fraction, retrain), ``morf`` / ``lerf`` (the explained model on the test set with
+      the top / bottom fraction removed, no retraining: ROAD's curves with its fill).
     - ``seeds``: a count (``range(seeds)``) or explicit seeds; ``executor``: any
       ``concurrent.futures.Executor`` to run cells in parallel (same numbers as ``None``).
     """
-    from xailab.train import evaluate, fit
-
     methods, given, order = _split_estimators(estimators)
     fractions, seeds, variants = _check_request(train, test, methods, given, fractions, seeds, variants,
                                                 rank_by, reduce)
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     device = resolve_device(device)
     train, test = _strip(train), _strip(test)
-    scored = {"no_retrain", "no_retrain_keep"} & set(variants)
+    scored = set(NOT_RETRAINED) & set(variants)
     if explain_model is None and (methods or scored):   # only when something needs it
         explain_model = fit(model_fn(seeds[0]), train, epochs=epochs, lr=lr, batch_size=batch_size,
                             seed=seeds[0], device=device, progress=False)
@@ -231,8 +214,8 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
 
     computed = {}
     if methods:
-        kw = dict(target=target, defaults=defaults, batch_size=relevance_batch_size, cache_dir=cache_dir,
-                  progress=progress)
+        kw = dict(target=target, defaults=defaults, seed=seeds[0] if seed is None else int(seed),
+                  batch_size=relevance_batch_size, cache_dir=cache_dir, progress=progress)
         r_tr = relevance_maps(explain_model, train, methods, **kw)
         r_te = relevance_maps(explain_model, test, methods, **kw)
         computed = {label: (r_tr[label], r_te[label]) for label in methods}
@@ -250,7 +233,8 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
     records.sort(key=lambda r: (order.index(r["estimator"]), rank[r["variant"]], r["fraction"],
                                 -1 if r["seed"] is None else r["seed"]))
     meta = dict(chance=1.0 / _num_classes(train, test), fractions=fractions, seeds=seeds, epochs=epochs,
-                rank_by=rank_by, reduce=reduce, target=target, defaults=dict(defaults or {}),
+                rank_by=rank_by, reduce=reduce, target=target, seed=kw["seed"] if methods else None,
+                defaults=dict(defaults or {}),
                 fill=fill_name,
                 explain_accuracy=None if explain_model is None else evaluate(explain_model, test, device=device))
     return RoarResult(records, meta)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xailab.hooks import forward_order, hooks_removed
+
 PRUNABLE = (nn.Conv2d, nn.Linear)
 
 
@@ -27,26 +29,7 @@ def execution_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Mod
     """Prunable layers of ``model`` as ``(name, module)`` in the order a forward pass on ``x``
     calls them. A layer called twice in one pass (weight sharing) is refused: its trace would
     have to fit two different inputs with one sparse weight, which capture does not do."""
-    seen: list[tuple[str, nn.Module]] = []
-    names = {m: n for n, m in model.named_modules()}
-    handles = []
-
-    def hook(module, _inputs):
-        if any(m is module for _, m in seen):
-            raise ValueError(f"layer {names[module]!r} is called more than once per forward pass; "
-                             "SPADE traces need every Conv2d/Linear used once")
-        seen.append((names[module], module))
-
-    for m in model.modules():
-        if isinstance(m, PRUNABLE):
-            handles.append(m.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
+    return [(c.name, c.module) for c in forward_order(model, x, PRUNABLE, once=True)]
 
 
 def check_supported(name: str, module: nn.Module) -> None:
@@ -167,14 +150,12 @@ def capture_input(model: nn.Module, layer: nn.Module, views: torch.Tensor) -> to
         box["x"] = inputs[0].detach()
         raise _Stop
 
-    handle = layer.register_forward_pre_hook(hook)
-    try:
-        with torch.no_grad():
-            model(views)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
+    with hooks_removed([layer.register_forward_pre_hook(hook)]):
+        try:
+            with torch.no_grad():
+                model(views)
+        except _Stop:
+            pass
     if "x" not in box:
         raise RuntimeError("the layer was not called during the forward pass")
     return box["x"]

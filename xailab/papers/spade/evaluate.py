@@ -11,26 +11,31 @@ Maps are reduced to pixels by ``reduce_channels(..., "abs-sum")`` (explicit choi
 saliency AUC scores magnitude), then scored by ``saliency_auc`` and ``pointing_game`` against the
 trigger mask and by insertion / deletion AUC on the *dense* model (is the trace's map faithful to
 the network being explained?). Dense and trace maps are computed one image at a time, under the
-same conditions, so that each image gives a *paired* difference; :func:`paired_bootstrap` turns
-those into a confidence interval over images.
+same conditions, so that each image gives a *paired* difference; :func:`xailab.stats.paired_bootstrap`
+turns those into a confidence interval over images.
 """
 from __future__ import annotations
 
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
 from xailab.attribution import method_maps
-from xailab.metrics import insertion_deletion, pointing_game, saliency_auc
+from xailab.data import add_trigger, shapes
+from xailab.metrics import evaluate as evaluate_maps
+from xailab.models import SmallCNN, SmallResNet
+from xailab.papers.spade.schedule import layer_sparsities
 from xailab.papers.spade.trace import overlap, trace_batch
-from xailab.utils import check_finite, check_positive, progress as _progress, seeded_generator
+from xailab.stats import Interval, paired_bootstrap
+from xailab.train import evaluate, fit, predict
+from xailab.utils import progress as _progress
 
 #: the ten methods of the SPADE tables, in their order, with options sized for 32-px images
-METHODS = {
+PAPER_METHODS = {
     "gradient": {},
     "input_x_gradient": {},
     "integrated_gradients": {"steps": 32},
@@ -69,16 +74,12 @@ ARCHITECTURES = ("cnn", "resnet")
 
 
 def _flipped(model, data, stamped, target_class, device):
-    from xailab.train import predict
-
     before = predict(model, data.x, device=device).argmax(1).cpu()
     after = predict(model, stamped.data.x, device=device).argmax(1).cpu()
     return stamped.triggered.cpu() & (before != target_class) & (after == target_class)
 
 
 def _network(architecture: str, num_classes: int, width: int, size: int, seed: int, **options) -> nn.Module:
-    from xailab.models import SmallCNN, SmallResNet
-
     if architecture == "cnn":
         return SmallCNN(num_classes=num_classes, width=width, input_size=size, seed=seed, **options)
     if architecture == "resnet":
@@ -100,12 +101,9 @@ def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, targe
     ``architecture``: ``"cnn"`` (SmallCNN: conv blocks, then a wide linear head) or ``"resnet"``
     (SmallResNet: residual blocks with batch norm, global average pooling and a narrow linear head);
     ``opacity`` and ``trigger_size`` shape the trigger (see :func:`xailab.data.add_trigger`);
-    ``fit_options`` go to :func:`xailab.train.fit` (e.g. ``optimizer``, ``schedule``);
+    ``fit_options`` go to :func:`xailab.train.fit` (e.g. ``optimiser``, ``lr_schedule``);
     ``network_options`` to the network's constructor (e.g. ``blocks`` of the ResNet, ``depth`` of the CNN).
     """
-    from xailab.data import add_trigger, shapes
-    from xailab.train import evaluate, fit, predict
-
     designs = tuple(calib_designs) + tuple(eval_designs)
     if set(calib_designs) & set(eval_designs):
         raise ValueError("calib_designs and eval_designs must be disjoint")
@@ -156,8 +154,12 @@ def pixel_maps(model: nn.Module, x: torch.Tensor, target, method: str, *, batch_
                        batch_size=batch_size)[method].to(x.device)
 
 
-#: what :func:`score_maps` measures: localisation against the mask, then faithfulness to the dense model
-SCORES = ("auc", "pointing", "insertion", "insertion_blank", "deletion")
+#: what :func:`score_maps` measures: localisation against the mask, then faithfulness to the dense
+#: model (catalogue names of :mod:`xailab.metrics` with their options)
+SCORE_METRICS = {"auc": "saliency_auc", "pointing": "pointing_game",
+                 "insertion": ("insertion", {"fill": "blur"}), "insertion_blank": ("insertion", {"fill": "zero"}),
+                 "deletion": ("deletion", {"fill": "zero"})}
+SCORES = tuple(SCORE_METRICS)
 
 
 def score_maps(model: nn.Module, x, maps, mask, target, *, steps: int = 16) -> dict[str, torch.Tensor]:
@@ -165,11 +167,9 @@ def score_maps(model: nn.Module, x, maps, mask, target, *, steps: int = 16) -> d
     against ``mask``; insertion AUC on ``model`` starting from a blurred copy of the image
     (``insertion``) and from a black image (``insertion_blank``, the SPADE rebuttal's blank start),
     and deletion AUC (pixels set to black), all normalised by the model's score on the full image."""
-    ins = insertion_deletion(model, x, target, maps, steps=steps, mode="insertion", fill="blur")[1]
-    blank = insertion_deletion(model, x, target, maps, steps=steps, mode="insertion", fill="zero")[1]
-    dele = insertion_deletion(model, x, target, maps, steps=steps, mode="deletion", fill="zero")[1]
-    return {"auc": saliency_auc(maps, mask), "pointing": pointing_game(maps, mask).float(),
-            "insertion": ins, "insertion_blank": blank, "deletion": dele}
+    faithful = {k: {"steps": steps} for k in ("insertion", "insertion_blank", "deletion")}
+    scores = evaluate_maps({"m": maps}, SCORE_METRICS, options=faithful, mask=mask, model=model, x=x, target=target)
+    return {k: v["m"] for k, v in scores.items()}
 
 
 def dense_rows(model, x, mask, target, methods: dict, *, steps=16, progress=False) -> list[dict]:
@@ -215,66 +215,9 @@ def trace_rows(model, x, mask, target, methods: dict, *, variant: str, sparsity,
     return rows, kept
 
 
-class Interval(NamedTuple):
-    """A mean difference and its bootstrap confidence interval ``[low, high]`` at ``level``."""
-    mean: float
-    low: float
-    high: float
-    level: float
-    n: int                          # paired samples (images) the interval is drawn from
-
-    def excludes(self, value: float = 0.0) -> bool:
-        """Whether ``value`` lies outside the interval (the difference is resolved)."""
-        return not self.low <= value <= self.high
-
-    def reaches(self, gain: float) -> bool:
-        """A resolved gain (the interval above 0) compatible with ``gain`` (its upper end reaches it):
-        how a claimed effect size reproduces."""
-        return self.low > 0 and self.high >= gain
-
-    @property
-    def direction(self) -> str:
-        """``"a resolved gain"``, ``"a resolved loss"`` or ``"no resolved change"``."""
-        return "a resolved gain" if self.low > 0 else "a resolved loss" if self.high < 0 else "no resolved change"
-
-    def __str__(self) -> str:
-        return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
-
-
-def paired_bootstrap(after, before, *, n_boot: int = 4000, level: float = 0.95, seed: int = 0) -> Interval:
-    """Mean of ``after - before`` over paired samples (one value per image, the same images in the
-    same order) with a percentile bootstrap interval: images are resampled with replacement
-    ``n_boot`` times (seeded; no global RNG), the mean difference recomputed for each resample and
-    the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles taken.
-
-    Resampling *pairs* keeps what the two variants share (an image hard for both) out of the
-    interval, so it is much narrower than one built from two separate means. Accepts tensors,
-    arrays or lists of equal length ``N >= 2``, finite.
-    """
-    a = torch.as_tensor(after, dtype=torch.float64).flatten()
-    b = torch.as_tensor(before, dtype=torch.float64).flatten()
-    if a.shape != b.shape:
-        raise ValueError(f"after and before must pair up one value per sample, got {a.numel()} and {b.numel()}")
-    if a.numel() < 2:
-        raise ValueError(f"a bootstrap needs at least 2 paired samples, got {a.numel()}")
-    check_finite("after", a)
-    check_finite("before", b)
-    level = float(level)
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level!r}")
-    n_boot = int(check_positive("n_boot", n_boot, integer=True))
-    d = a - b
-    g = seeded_generator(seed)
-    idx = torch.randint(d.numel(), (n_boot, d.numel()), generator=g)
-    means = d[idx].mean(1)
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
-    low, high = torch.quantile(means, q).tolist()
-    return Interval(float(d.mean()), float(low), float(high), float(level), int(d.numel()))
-
-
 def per_image(rows: list[dict], variant, method: str | None = None, metric: str = "auc") -> torch.Tensor:
     """``metric`` of ``variant`` for each image (``sample`` order), for one ``method`` or averaged over
-    the methods present (the same set for every image): the paired samples of :func:`paired_bootstrap`."""
+    the methods present (the same set for every image): the paired samples of :func:`xailab.stats.paired_bootstrap`."""
     values: dict = {}
     for r in rows:
         if r["variant"] == variant and (method is None or r["method"] == method):
@@ -287,7 +230,7 @@ def per_image(rows: list[dict], variant, method: str | None = None, metric: str 
     return torch.tensor([sum(values[i]) / len(values[i]) for i in sorted(values)], dtype=torch.float64)
 
 
-def summarize(rows: list[dict], by=("variant", "method"), metrics=SCORES):
+def summarise(rows: list[dict], by=("variant", "method"), metrics=SCORES):
     """Mean of ``metrics`` per group of ``by`` -> ``{group tuple: {metric: mean}}``."""
     groups: dict = {}
     for r in rows:
@@ -311,9 +254,70 @@ def overlap_by_similarity(traces, labels, designs) -> dict[str, dict[str, float]
 def calibrate(rows: list[dict], metric: str = "auc") -> tuple[dict, float]:
     """From calibration rows (``variant`` = sparsity as a float), the sparsity maximising the mean
     ``metric`` per method, and the single sparsity maximising it averaged over methods."""
-    table = summarize(rows, by=("variant", "method"), metrics=(metric,))
+    table = summarise(rows, by=("variant", "method"), metrics=(metric,))
     methods = sorted({m for _, m in table})
     grid = sorted({v for v, _ in table})
     per_method = {m: max(grid, key=lambda s: table[(s, m)][metric]) for m in methods}
     overall = max(grid, key=lambda s: sum(table[(s, m)][metric] for m in methods))
     return per_method, overall
+
+
+def mass_shares(rows: list[dict], mask: torch.Tensor, obj: torch.Tensor) -> dict[str, tuple[float, float]]:
+    """Per method, the mean share of each map's mass on ``mask`` (the trigger) and on ``obj`` (the object)."""
+    out: dict = {}
+    for r in rows:
+        m = r["map"].to(mask.device)
+        total = float(m.sum()) or 1.0
+        trig, ob = float((m * mask[r["sample"], 0]).sum()) / total, float((m * obj[r["sample"], 0]).sum()) / total
+        out.setdefault(r["method"], []).append((trig, ob))
+    return {k: tuple(np.mean(v, 0)) for k, v in out.items()}
+
+
+def agreement(rows: list[dict], variant) -> tuple[float, float]:
+    """Share of images whose trace keeps the dense top-1 class, and mean share of views that do."""
+    per = {r["sample"]: (r["agrees"], r["view_agreement"]) for r in rows if r["variant"] == variant}
+    return float(np.mean([a for a, _ in per.values()])), float(np.mean([v for _, v in per.values()]))
+
+
+def short_name(name: str) -> str:
+    """A layer name without its container prefixes, for tables (``stage2.conv1``)."""
+    return name.replace("features.", "").replace("block1.", "").replace("classifier.", "")
+
+
+class Schedules:
+    """Layer sparsities of the network whose prunable layers are ``names``: ``Schedules(names)(s)`` is linear in
+    depth up to ``s`` (``kind="constant"``: ``s`` everywhere), with the first convolution and the layers in
+    ``dense`` (those the views do not determine) left dense."""
+
+    def __init__(self, names, dense=()):
+        self.names, self.dense = list(names), set(dense)
+
+    def __call__(self, s: float, kind: str = "linear") -> dict[str, float]:
+        return {n: 0.0 if n in self.dense else v for n, v in layer_sparsities(self.names, s, kind).items()}
+
+
+class Scores:
+    """Per-image scores of dense and trace maps (rows of :func:`dense_rows` / :func:`trace_rows`), compared paired."""
+
+    def __init__(self, rows: list[dict], seed: int = 0):
+        self.rows, self.seed = rows, seed
+
+    def mean(self, variant, method: str | None = None, metric: str = "auc") -> float:
+        """The mean over images of ``metric`` (one method, or the mean over methods)."""
+        return float(per_image(self.rows, variant, method, metric).mean())
+
+    def interval(self, variant, method: str | None = None, metric: str = "auc", base="dense") -> Interval:
+        """``variant − base`` over images (one method, or the mean over methods) with its 95 % bootstrap interval."""
+        return paired_bootstrap(per_image(self.rows, variant, method, metric), per_image(self.rows, base, method, metric),
+                                seed=self.seed)
+
+
+def stacked(rows: list[dict], metric: str = "auc") -> tuple[dict, dict]:
+    """The rows' pixel maps and one score as tensors: ``({(variant, method): maps (N, 1, H, W)},
+    {(variant, method): metric (N,)})``, images in ``sample`` order."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["method"]), {})[r["sample"]] = r
+    maps = {k: torch.stack([g[i]["map"][None].cpu() for i in sorted(g)]) for k, g in groups.items()}
+    scores = {k: torch.tensor([g[i][metric] for i in sorted(g)]) for k, g in groups.items()}
+    return maps, scores

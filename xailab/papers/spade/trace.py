@@ -18,6 +18,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from xailab.attribution import attribute
+from xailab.hooks import hooks_removed, model_device
 from xailab.papers.spade.augment import as_single_image, augment
 from xailab.papers.spade.capture import (PRUNABLE, capture_input, check_supported, execution_order,
                                   layer_hessian, swap_in, weight_matrix)
@@ -32,7 +34,7 @@ class LayerReport:
     name: str
     shape: tuple
     solver: str            # solver that pruned this layer ("-" when left dense)
-    target: float          # scheduled sparsity
+    scheduled: float       # sparsity the schedule asked for
     achieved: float        # fraction of exactly-zero weights after pruning
     rel_error: float       # ‖WX − ŴX‖² / ‖WX‖² on this layer's captured inputs (0 if untouched)
     capture_s: float       # seconds to capture inputs and build H (shared by a batch of images)
@@ -162,8 +164,8 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
     for b in range(n_img):
         t = copy.deepcopy(model).to(dev).eval()
         for name in names:
-            target = t.get_submodule(name)
-            target.weight.data.copy_(wrappers[name].weight[b].to(target.weight.dtype))
+            layer = t.get_submodule(name)
+            layer.weight.data.copy_(wrappers[name].weight[b].to(layer.weight.dtype))
         traces.append(Trace(t, reports[b]))
     return traces
 
@@ -200,12 +202,10 @@ def explain(model: nn.Module, x: torch.Tensor, target, method: str = "gradient",
     Returns a tensor shaped like ``x`` as a batch of one (``(1, C, H, W)``, or one channel for
     CAM-style methods); ``options`` go to the attribution method, ``trace_options`` to :func:`trace`.
     """
-    from xailab import attribute
-
     x1 = as_single_image(x)
     t = trace(model, x1, sparsity, schedule=schedule, solver=solver, n_views=n_views, seed=seed,
               device=device, progress=progress, **(trace_options or {})).model
-    return attribute(t, x1.to(next(t.parameters()).device), target, method=method, **options)
+    return attribute(t, x1.to(model_device(t)), target, method=method, **options)
 
 
 def kept_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -277,10 +277,6 @@ def _positions(model: nn.Module, module: nn.Module, x: torch.Tensor) -> int:
     def hook(_module, _inputs, output):
         box["shape"] = output.shape
 
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
+    with hooks_removed([module.register_forward_hook(hook)]), torch.no_grad():
+        model(x)
     return int(box["shape"][-1] * box["shape"][-2])

@@ -24,6 +24,15 @@ EXPLAINED = "not reproduced (explained)"
 FAILED = "FAILED"
 
 
+#: The claims recorded in this process, in order (what a notebook's summary shows).
+_RECORDED: list = []
+
+
+def recorded() -> list:
+    """The claims checked so far in this process (a notebook kernel), in order."""
+    return list(_RECORDED)
+
+
 class ClaimFailed(AssertionError):
     """A claim the notebook expects to reproduce did not."""
 
@@ -80,6 +89,7 @@ def check(paper: str, claim: str, holds: bool, value=None, *, explained_by: tupl
     shown = "\n".join(f"      {k + ': ' if k else ''}{v}" for k, v in record.values)
     why = f"\n    because: {reason}" if reason else ""
     print(f"{mark} [{paper}] {claim}\n    measured:\n{shown}\n    verdict: {verdict}{why}")
+    _RECORDED.append(record)
     log = os.environ.get(LOG_ENV)
     if log:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
