@@ -1,4 +1,5 @@
 # One command each on a fresh machine: `make workbook` (run every notebook) and `make test`.
+# Needs a Unix shell (Linux, macOS, WSL); docs/course.md gives the plain commands for Windows.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,12 +7,22 @@ STAMP  := $(VENV)/.installed
 COURSE := $(VENV)/.course-installed
 QUICK  ?=
 
-.PHONY: setup setup-browser setup-course workbook student test bench lab clean
+# `make ... PYTHON=python3.11` makes .venv anew when .venv holds another Python version (e.g. to get
+# nbgrader, which needs 3.11, where .venv was made with 3.10). Without PYTHON on the command line,
+# .venv is kept as it is.
+PYVERSION = import sys; print("%d.%d" % sys.version_info[:2])
+ifeq ($(origin PYTHON),command line)
+ifneq ($(shell { $(PYTHON) -c '$(PYVERSION)'; } 2>/dev/null),$(shell { $(BIN)/python -c '$(PYVERSION)'; } 2>/dev/null))
+NEW_VENV := --clear
+endif
+endif
+
+.PHONY: setup setup-browser setup-course workbook student release test bench lab clean FORCE
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml $(if $(NEW_VENV),FORCE)
+	$(PYTHON) -m venv $(NEW_VENV) $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name xailab --display-name "Python (xailab)"
@@ -22,8 +33,10 @@ setup-browser: setup
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(BIN)/pip install -q -e '.[dev,browser]'
 
-# The course extra: nbgrader (Python >= 3.11), which writes the student versions.
+# The course extra: nbgrader, which writes the student versions. nbgrader needs Python >= 3.11; on an
+# older Python the extra installs nothing, and `xailab.course check` stops here naming the command that works.
 setup-course: $(COURSE)
+	@$(BIN)/python -m xailab.course check
 
 $(COURSE): $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,course]'
@@ -36,8 +49,13 @@ workbook: setup
 student: setup-course
 	$(BIN)/python -m xailab.course student --out build/student
 
-# With the course extra installed the exercise tests (tests/test_course.py) run instead of skipping.
-test: setup-course
+# What a course publishes instead of this repository: student notebooks, package, README for students.
+release: setup-course
+	$(BIN)/python -m xailab.course release --out build/release
+
+# With the course extra installed the exercise tests (tests/test_course.py) run; on Python 3.10,
+# where it installs nothing, they skip and say why.
+test: $(COURSE)
 	$(BIN)/python -m pytest -q
 
 bench: setup
@@ -48,3 +66,5 @@ lab: setup
 
 clean:
 	rm -rf build .pytest_cache
+
+FORCE:

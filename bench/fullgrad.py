@@ -15,26 +15,9 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 import torchvision
 
 from xailab.attribution import fullgrad as fgm
-
-
-def naive_aggregate(fg: fgm.FullGradients, size) -> torch.Tensor:
-    """Upsample every channel of every post-processed term, then sum channels and layers."""
-    total = 0
-    for term in [fg.input] + list(fg.bias.values()):
-        if term.ndim != 4:
-            continue
-        p = term.abs()
-        flat = p.flatten(1)
-        lo, hi = flat.amin(1).view(-1, 1, 1, 1), flat.amax(1).view(-1, 1, 1, 1)
-        p = (p - lo) / (hi - lo)
-        if p.shape[-2:] != tuple(size):
-            p = F.interpolate(p, size=tuple(size), mode="bilinear", align_corners=False)
-        total = total + p.sum(1, keepdim=True)
-    return total
 
 
 def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
@@ -73,10 +56,10 @@ def main() -> None:
     big_ours = max(t[0].numel() for t in spatial) * args.batch * 4
 
     t_ours, ours = timed(lambda: fgm.aggregate(fg, x.shape), args.repeats)
-    t_naive, naive = timed(lambda: naive_aggregate(fg, size), args.repeats)
+    t_naive, naive = timed(lambda: fgm.aggregate_per_channel(fg, size), args.repeats)
     t_full_ours, _ = timed(lambda: fgm.aggregate(fgm.full_gradients(model, x, target), x.shape),
                            max(1, args.repeats // 2))
-    t_full_naive, _ = timed(lambda: naive_aggregate(fgm.full_gradients(model, x, target), size),
+    t_full_naive, _ = timed(lambda: fgm.aggregate_per_channel(fgm.full_gradients(model, x, target), size),
                             max(1, args.repeats // 2))
     diff = (ours - naive).abs().max().item()
 

@@ -1,26 +1,124 @@
+"""xailab.claims: the register as data and the protocol's rules on known numbers."""
 import json
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from xailab import claims
+from xailab.claims.protocol import CONTRADICTED, INCONCLUSIVE, REPRODUCED, decide_claim, judge
+from xailab.claims.register import REGISTER, entry
+from xailab.stats import TEstimate
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "claims" / "REGISTER.md"
 
 
-def test_check_records_and_raises(tmp_path, monkeypatch):
+def t(mean, se, n=8):
+    return TEstimate(mean, se, n - 1, n)
+
+
+def test_every_registered_id_is_in_the_package_and_no_other():
+    ids = [e.id for e in REGISTER]
+    assert len(ids) == len(set(ids)) == 51
+    if SHARED.exists():   # the shared register beside the project: ids identical
+        text = SHARED.read_text(encoding="utf-8")
+        assert ids == re.findall(r"^\*\*([A-Z]+-\d+) ·", text, re.M)
+        for e in REGISTER:
+            kind = re.search(rf"^\*\*{e.id} · (\w+)", text, re.M).group(1)
+            assert kind == e.kind, e.id
+
+
+def test_form_S_reproduces_contradicts_and_stays_open():
+    assert judge("S", t(0.10, 0.02), None, None)[0] == REPRODUCED
+    assert judge("S", t(-0.10, 0.02), None, None)[0] == CONTRADICTED          # resolved in the wrong direction
+    assert judge("S", t(0.001, 0.002), None, 0.05)[0] == CONTRADICTED         # equivalent to 0 within δ (TOST)
+    assert judge("S", t(0.001, 0.002), None, None)[0] == INCONCLUSIVE         # δ none: only a sign contradicts
+    assert judge("S", t(0.03, 0.03), None, 0.05)[0] == INCONCLUSIVE
+
+
+def test_form_S_delta_needs_the_size_within_reach():
+    assert judge("SΔ", t(0.12, 0.01), 0.10, None)[0] == REPRODUCED
+    assert judge("SΔ", t(0.02, 0.005), 0.10, None)[0] == CONTRADICTED         # a resolved gain, but the size ruled out
+    assert judge("SΔ", t(0.06, 0.02), 0.10, None)[0] == REPRODUCED            # resolved, and the size within reach
+    assert judge("SΔ", t(0.04, 0.03), 0.10, None)[0] == INCONCLUSIVE          # no resolved gain, size not ruled out
+
+
+def test_forms_N_and_E_are_one_and_two_sided_equivalence():
+    assert judge("N", t(-0.01, 0.01), None, 0.05)[0] == REPRODUCED            # CI90 lower end above −δ
+    assert judge("N", t(-0.20, 0.02), None, 0.05)[0] == CONTRADICTED          # CI90 upper end below −δ
+    assert judge("N", t(-0.05, 0.02), None, 0.05)[0] == INCONCLUSIVE
+    assert judge("N", t(0.30, 0.02), None, 0.05)[0] == REPRODUCED             # "no better": worse is fine
+    assert judge("E", t(0.0, 0.01), None, 0.05)[0] == REPRODUCED
+    assert judge("E", t(0.2, 0.01), None, 0.05)[0] == CONTRADICTED
+    assert judge("E", t(0.04, 0.02), None, 0.05)[0] == INCONCLUSIVE
+
+
+def test_families_need_every_component_and_contradict_after_holm():
+    e = entry("ROAR-3")                                  # SΔ, Δ = 0.10, k = 6
+    good = {f"c{i}": t(0.15, 0.01) for i in range(6)}
+    assert decide_claim(e, good)[0] == REPRODUCED
+    one_open = dict(good, c5=t(0.04, 0.03))
+    assert decide_claim(e, one_open)[0] == INCONCLUSIVE
+    # one component just short of the size: contradicted alone (q < 1) but not after Holm over six
+    borderline = dict(good, c5=t(0.06, 0.014))
+    verdict, comps, _ = decide_claim(e, borderline)
+    assert comps[-1].outcome == CONTRADICTED and comps[-1].q > 1 / 6 and verdict == INCONCLUSIVE
+    assert decide_claim(e, dict(good, c5=t(0.01, 0.005)))[0] == CONTRADICTED
+    with pytest.raises(ValueError, match="family of 6"):
+        decide_claim(e, {"c0": t(0.1, 0.01)})
+
+
+def test_under_powered_claims_are_inconclusive_whatever_they_show():
+    verdict, _, note = decide_claim(entry("ROAR-1"), {b: t(0.0, 0.001, n=3) for b in "abc"})
+    assert verdict == INCONCLUSIVE and "under-powered" in note
+
+
+def test_margins_are_the_registers_unless_it_defines_them_from_the_run():
+    with pytest.raises(ValueError, match="registered"):
+        decide_claim(entry("ROAR-1"), {b: t(0.0, 0.01) for b in "abc"}, margin=0.2)
+    with pytest.raises(ValueError, match="from the run"):
+        decide_claim(entry("FG-7"), {"x": t(1.0, 0.1, n=200)})
+    assert decide_claim(entry("FG-7"), {"x": t(1.0, 0.1, n=200)}, margin=0.5)[0] == REPRODUCED
+    gen = entry("GEN-1")                                  # two metrics, two margins
+    v, comps, _ = decide_claim(gen, {"spearman": t(0.001, 0.002, 24), "l2": t(0.001, 0.002, 24)})
+    assert [c.margin for c in comps] == [0.025, 0.07] and v == CONTRADICTED   # both equivalent to 0 within δ
+    v, comps, _ = decide_claim(gen, {"spearman": t(0.01, 0.002, 24), "l2": t(0.001, 0.002, 24)})
+    assert [c.outcome for c in comps] == [REPRODUCED, CONTRADICTED] and v == CONTRADICTED  # both metrics needed
+
+
+def test_rows_premises_probes_and_quick_mode(tmp_path, monkeypatch):
     log = tmp_path / "claims.jsonl"
     monkeypatch.setenv(claims.LOG_ENV, str(log))
-    ok = claims.check("ROAR", "random removal is survivable", holds=True, value=0.91)
-    assert ok.verdict == "reproduced" and ok.reason == ""
-    explained = claims.check("ROAR", "smoothgrad beats base", holds=False, value=0.5,
-                             explained_by=(True, "the removal pattern alone predicts the class"))
-    assert explained.verdict == "not reproduced (explained)"
-    assert explained.reason == "the removal pattern alone predicts the class"
-    with pytest.raises(claims.ClaimFailed, match="did not reproduce"):
-        claims.check("ROAR", "a false claim", holds=False, value={"acc": 0.25})
-    with pytest.raises(claims.ClaimFailed, match="not true here"):      # the stated reason must hold
-        claims.check("ROAR", "another false claim", holds=False, value=1, explained_by=(False, "a leak"))
-    with pytest.raises(TypeError, match="explained_by"):
-        claims.check("ROAR", "x", holds=False, explained_by=True)
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [r["holds"] for r in rows] == [True, False, False, False]
-    assert rows[2]["value"] == "acc=0.25" and rows[2]["values"] == [["acc", "0.25"]]
-    assert rows[0]["values"] == [["", "0.91"]] and rows[1]["reason"].startswith("the removal")
+    claims.start(quick=False, seed=3, notebook="test")
+    row = claims.decide("SPADE-1", claims.over_images({"mean": np.full(64, 0.05) + np.linspace(-0.01, 0.01, 64)},
+                                                      id="SPADE-1"), probes={"oracle gain": 0.06})
+    assert row["verdict"] == REPRODUCED and row["threshold"] == {"Δ": 0.042} and row["replicates"] == 64
+    claims.premise("SPADE-7", {"mean dense AUC": 0.91})
+    with pytest.raises(claims.PremiseFailed, match="SPADE-6"):
+        claims.premise("SPADE-6", {"P(T) on clean class-T images": 0.5, "P(T) on triggered images": 0.95,
+                                   "P(T) on clean images of other classes": 0.02, "smallest flip rate of a design": 0.9,
+                                   "object-facet share": 0.3})
+    with pytest.raises(ValueError, match="measure them"):
+        claims.premise("SPADE-7", {"dense AUC": 0.9})
+    with pytest.raises(claims.IdentityFailed):
+        claims.identity("FG-1", {"largest relative gap, float64": 1e-3})
+    claims.not_measured("SPADE-5", "the Sparse-FC baseline is not built")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["id"] for r in records if r["record"] == "verdict"] == ["SPADE-1", "SPADE-7", "SPADE-6", "FG-1", "SPADE-5"]
+    assert {"record": "probe", "notebook": "test", "id": "SPADE-1", "name": "oracle gain", "value": 0.06} in records
+    assert claims.rows()[0]["probes"] == {"oracle gain": 0.06}
+    assert "| SPADE-5 |" in claims.table()
+    claims.start(quick=True, seed=0)
+    assert claims.decide("ATTR-5", claims.over_images({"g": np.full(64, 0.3)}, id="ATTR-5"))["verdict"] == "not measured"
+
+
+def test_image_bootstrap_shares_resamples_across_components_and_is_seeded():
+    claims.start(seed=1)
+    a = np.random.default_rng(0).normal(0.02, 0.05, 80)
+    one = claims.over_images({"x": a, "y": a + 0.01}, id="SPADE-2")
+    two = claims.over_images({"x": a, "y": a + 0.01}, id="SPADE-2")
+    assert np.allclose(one["y"].boot - one["x"].boot, 0.01)
+    assert np.array_equal(one["x"].boot, two["x"].boot)
+    with pytest.raises(ValueError, match="same images"):
+        claims.over_images({"x": a, "y": a[:10]}, id="SPADE-2")

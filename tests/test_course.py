@@ -1,4 +1,5 @@
-"""The course kit: graded exercises in nbgrader's format, their student versions, the CI template.
+"""The course kit: graded exercises in nbgrader's format, their student versions, the release tree, the CI
+template.
 
 Every notebook with graded cells is picked up automatically. Its exercises are checked by running only
 the `parameters` cell (with `quick = True` injected after it), the imports cell and the `## Exercises`
@@ -127,10 +128,15 @@ def test_list_command_names_every_graded_cell(capsys):
 
 
 # ----------------------------------------------------------------------------- student versions
+def _needs_nbgrader():
+    missing = course.nbgrader_missing()
+    if missing:
+        pytest.skip(missing)
+
+
 @pytest.fixture(scope="module")
 def students(tmp_path_factory) -> dict[str, Path]:
-    pytest.importorskip("nbgrader", reason="nbgrader is not installed (the course extra, Python >= 3.11): "
-                                           "pip install -e '.[course]' or make student")
+    _needs_nbgrader()
     out = tmp_path_factory.mktemp("student")
     assert course.main(["student", "--out", str(out)]) == 0
     return {p.name: p for p in out.glob("*.ipynb")}
@@ -168,6 +174,164 @@ def test_student_version_keeps_every_other_cell_and_has_no_outputs(path, student
             if _is_parameters(before):
                 assert after["metadata"].get("tags") == before["metadata"]["tags"], "parameters tag lost"
     assert sum(map(_is_parameters, student_cells)) == 1
+
+
+def test_edited_cells_flags_changed_test_cells_only(students, tmp_path):
+    # nbgrader autograde warns about every test cell with hidden tests (its gradebook's checksum was taken
+    # before they were removed); the checksum in the student version's metadata was taken after, so
+    # comparing with it finds only real edits
+    path = WITH_EXERCISES[0]
+    cells = json.loads(students[path.name].read_text(encoding="utf-8"))
+    assert course.edited_cells(students[path.name]) == []
+    graded = next(c for c in cells["cells"] if (_nbgrader_meta(c) or {}).get("grade"))
+    answer = next(c for c in cells["cells"] if (_nbgrader_meta(c) or {}).get("solution"))
+    answer["source"] = "x = 1\n"                       # a student's answer: not a change to a test cell
+    submitted = tmp_path / path.name
+    submitted.write_text(json.dumps(cells), encoding="utf-8")
+    assert course.edited_cells(submitted) == []
+    graded["source"] = course.source(graded) + "\nassert True\n"
+    submitted.write_text(json.dumps(cells), encoding="utf-8")
+    assert course.edited_cells(submitted) == [_nbgrader_meta(graded)["grade_id"]]
+    assert course.main(["edited", str(submitted)]) == 1
+
+
+# ----------------------------------------------------------------------------- the release tree
+ALREADY_THERE = (".git/HEAD", "LICENCE", "notebooks/stale.ipynb")  # a course's checkout, before a release
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> Path:
+    _needs_nbgrader()
+    out = tmp_path_factory.mktemp("release")
+    for name in ALREADY_THERE:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("kept\n")
+    assert course.main(["release", "--out", str(out), "--url", "https://example.org/course/xai"]) == 0
+    return out
+
+
+def test_release_holds_no_solution_and_no_hidden_test(release):
+    files = [p for p in release.rglob("*") if p.is_file()]
+    assert len(files) > 20
+    for path in files:
+        text = path.read_bytes()
+        for marker in (b"### BEGIN SOLUTION", b"### END SOLUTION", b"### BEGIN HIDDEN TESTS", b"BEGIN SOLUTION",
+                       b"BEGIN HIDDEN TESTS"):
+            assert marker not in text, f"{path.relative_to(release)} holds {marker.decode()!r}"
+    assert course.find_markers(release) == []
+
+
+def test_release_holds_the_package_and_the_notebooks(release, students):
+    def tree(folder):
+        return {p.relative_to(folder) for p in folder.rglob("*.py") if "__pycache__" not in p.parts}
+
+    assert tree(release / "xailab") == tree(ROOT / "xailab") and (release / "xailab" / "__init__.py").is_file()
+    assert not [p for p in release.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
+    for name in ("pyproject.toml", "environment.yml", "data/README.md"):
+        assert (release / name).read_bytes() == (ROOT / name).read_bytes(), name
+    assert sorted(p.name for p in (release / "notebooks").glob("*.ipynb")) == \
+        sorted(p.name for p in course.NOTEBOOKS.glob("*.ipynb"))
+    for path in course.NOTEBOOKS.glob("*.ipynb"):
+        released = course.read_cells(release / "notebooks" / path.name)
+        expected = course.read_cells(students[path.name]) if path in WITH_EXERCISES else course.read_cells(path)
+        assert [course.source(c) for c in released] == [course.source(c) for c in expected], path.name
+    readme = (release / "README.md").read_text(encoding="utf-8")
+    assert "nbgrader" in readme and course.KERNEL_COMMAND in readme
+    assert 'pip install "git+https://example.org/course/xai"' in readme
+    assert all(f"notebooks/{p.name}" in readme for p in course.NOTEBOOKS.glob("*.ipynb"))
+    makefile = (release / "Makefile").read_text(encoding="utf-8")
+    assert "\nlab: setup\n" in makefile and f"\t$(BIN)/{course.KERNEL_COMMAND}\n" in makefile
+
+
+def test_release_replaces_its_own_paths_only(release):
+    assert not (release / "notebooks" / "stale.ipynb").exists(), "notebooks/ is replaced as a whole"
+    for name in ALREADY_THERE[:2]:
+        assert (release / name).read_text() == "kept\n", f"{name} is not the release's to touch"
+    assert not [p for p in release.iterdir() if p.name.startswith(".release-")], "scratch folder left behind"
+
+
+def test_release_runs_from_its_own_folder(release):
+    code = "import xailab.course as c; print(c.ROOT); print(len(c.notebooks_with_exercises()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=release)
+    assert out.stdout.split() == [str(release), str(len(WITH_EXERCISES))]
+    listed = subprocess.run([sys.executable, "-m", "xailab.course", "list"], capture_output=True, text=True,
+                            check=True, cwd=release).stdout
+    assert all(grade_id in listed for _, grade_id in GRADED)
+
+
+@pytest.mark.parametrize("where", [".", "..", "xailab", "notebooks", "build"])
+def test_release_refuses_to_write_over_the_repository(where):
+    with pytest.raises(ValueError, match="overwrite"):
+        course.write_release(ROOT / where)
+
+
+def _notebook(folder: Path, name: str, code: str, nbgrader: dict | None = None) -> Path:
+    cell = {"cell_type": "code", "metadata": {"nbgrader": nbgrader} if nbgrader else {}, "source": code,
+            "outputs": [], "execution_count": None}
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# A title"}, cell],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(nb), encoding="utf-8")
+    return folder / name
+
+
+def test_release_refuses_delimiters_outside_graded_notebooks_and_writes_nothing(tmp_path):
+    # no notebook here has graded cells, so nbgrader is not needed: each would be copied as it is
+    plain = tmp_path / "plain"
+    _notebook(plain, "a.ipynb", "print('no exercise here')")
+    out = tmp_path / "out"
+    assert course.main(["release", "--out", str(out), "--notebooks", str(plain)]) == 0
+    assert (out / "notebooks" / "a.ipynb").read_bytes() == (plain / "a.ipynb").read_bytes()
+    assert "`notebooks/a.ipynb`: A title" in (out / "README.md").read_text(encoding="utf-8")
+
+    leaky = tmp_path / "leaky"
+    _notebook(leaky, "b.ipynb", "def f():\n    " + "### BEGIN " + "SOLUTION\n    return 1\n    ### END SOLUTION\n")
+    out = tmp_path / "out2"
+    with pytest.raises(ValueError, match="b.ipynb"):
+        course.write_release(out, leaky)
+    assert list(out.iterdir()) == [], "nothing is written when the release would leak"
+
+    ungraded = tmp_path / "ungraded"
+    meta = {"grade": False, "grade_id": "x", "locked": False, "schema_version": 3, "solution": True}
+    _notebook(ungraded, "c.ipynb", "x = 1", meta)
+    with pytest.raises(ValueError, match="no graded cell"):
+        course.write_release(tmp_path / "out3", ungraded)
+
+
+def test_find_markers_reads_every_file(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("# ### BEGIN " + "HIDDEN TESTS\n")
+    (tmp_path / "clean.txt").write_text("nothing to see\n")
+    assert course.find_markers(tmp_path) == [(tmp_path / "pkg" / "mod.py", course.MARKERS[1])]
+    assert course.find_markers(ROOT / "xailab") == [], "the package itself must hold no delimiter: it is released"
+
+
+# ----------------------------------------------------------------------------- nbgrader on an older Python
+def test_missing_nbgrader_on_python_3_10_names_the_command_that_works():
+    message = course.nbgrader_missing(python=(3, 10, 12), installed=False)
+    assert course.NEWER_PYTHON_COMMAND in message and "3.10.12" in message and "3.11" in message
+    assert "make student PYTHON=python3.11" == course.NEWER_PYTHON_COMMAND
+    on_311 = course.nbgrader_missing(python=(3, 11, 4), installed=False)
+    assert "make setup-course" in on_311 and course.NEWER_PYTHON_COMMAND not in on_311
+    assert course.nbgrader_missing(python=(3, 10, 12), installed=True) is None
+
+
+@pytest.mark.parametrize("command", [["check"], ["student", "--out", "{tmp}"], ["release", "--out", "{tmp}"]])
+def test_commands_that_need_nbgrader_stop_with_the_message(command, monkeypatch, capsys, tmp_path):
+    message = course.nbgrader_missing(python=(3, 10, 12), installed=False)
+    monkeypatch.setattr(course, "nbgrader_missing", lambda *args, **kwargs: message)
+    with pytest.raises(SystemExit) as exit_:
+        course.main([part.format(tmp=tmp_path / "out") for part in command])
+    assert exit_.value.code == 1
+    assert course.NEWER_PYTHON_COMMAND in capsys.readouterr().err
+
+
+def test_makefile_checks_for_nbgrader_and_can_make_a_newer_venv():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\nsetup-course: $(COURSE)\n", 1)[1].split("\n\n", 1)[0]
+    assert "-m xailab.course check" in recipe, "make setup-course (and so make student) names the working command"
+    assert "$(PYTHON) -m venv $(NEW_VENV) $(VENV)" in makefile and "ifeq ($(origin PYTHON),command line)" in makefile
+    assert f"$(BIN)/{course.KERNEL_COMMAND}" in makefile, "the release's Makefile registers the same kernel"
 
 
 # ----------------------------------------------------------------------------- passing and failing
@@ -248,7 +412,7 @@ def test_ci_template_runs_the_readme_command_on_pull_requests_and_weekly():
     assert README_COMMAND in (ROOT / "README.md").read_text(encoding="utf-8"), "the README's quick-mode command"
     workflow = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
     triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on:` key as True
-    assert "pull_request" in triggers
+    assert "pull_request" in triggers and "push" in triggers
     crons = [entry["cron"] for entry in triggers["schedule"]]
     assert len(crons) == 1
     minute, hour, day, month, weekday = crons[0].split()
@@ -261,3 +425,20 @@ def test_ci_template_runs_the_readme_command_on_pull_requests_and_weekly():
     assert uploads, "no step uploads an artifact"
     paths = [p.strip().rstrip("/") for p in str(uploads[0]["with"]["path"]).splitlines()]
     assert "build" in paths and uploads[0].get("if") == "always()", "upload build/, also after a failure"
+
+
+def test_ci_template_builds_the_student_versions_and_runs_the_exercise_tests():
+    yaml = pytest.importorskip("yaml")
+    workflow = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    jobs = [job for job in workflow["jobs"].values()
+            if any("tests/test_course.py" in step.get("run", "") for step in job["steps"])]
+    assert len(jobs) == 1, "one job runs the exercise tests"
+    steps = jobs[0]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    build = next(i for i, run in enumerate(runs) if re.search(r"make student|xailab\.course (student|release)", run))
+    assert build < next(i for i, run in enumerate(runs) if "tests/test_course.py" in run)
+    python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
+    assert tuple(map(int, str(python["with"]["python-version"]).split("."))) >= course.NBGRADER_PYTHON
+    uploads = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert any(str(u["with"]["path"]).strip().rstrip("/") == "build/student" for u in uploads), \
+        "the student notebooks are uploaded"

@@ -1,32 +1,55 @@
-"""Graded exercises in nbgrader's format, and the student versions of the notebooks.
+"""Graded exercises in nbgrader's format, the student versions of the notebooks, and a release tree.
 
     python -m xailab.course student [--out build/student]   # what `make student` runs
+    python -m xailab.course release [--out build/release]   # what `make release` runs: a tree to publish
     python -m xailab.course list                            # the graded cells of every notebook
+    python -m xailab.course check                           # is nbgrader here? if not, which command works
+    python -m xailab.course edited SUBMITTED.ipynb ...      # test cells a student changed (nothing is run)
 
 A notebook's exercises live in its ``## Exercises`` section, which starts at a Markdown cell whose
 first line is that heading and runs to the next level-1 or level-2 heading (or the end). The
 section is self-contained: its first code cell builds everything the exercises use, so the
 ``parameters`` cell, the imports cell (the first code cell after it) and the section alone run
-the exercises. Each exercise is a Markdown task, a solution cell (nbgrader ``solution``, answer
-between ``### BEGIN SOLUTION`` and ``### END SOLUTION``) and a graded test cell (nbgrader
-``grade`` with ``points``, hidden asserts between ``### BEGIN HIDDEN TESTS`` and
-``### END HIDDEN TESTS``). See docs/teaching.md.
+the exercises. Each exercise is a Markdown task, a solution cell (nbgrader ``solution``, the answer
+between nbgrader's solution delimiters) and a graded test cell (nbgrader ``grade`` with ``points``,
+hidden asserts between its hidden-test delimiters). See docs/teaching.md. The delimiters are not
+spelt out in this file, because a release copies it: a release holds none of them (see
+:func:`find_markers`).
 
 Student versions are made by nbgrader's own preprocessors, the ones its ``generate_assignment``
 step runs, less the three that need a course (a header file, a kernel, the gradebook). nbgrader is
 the optional ``course`` extra (Python >= 3.11); it is imported only when a student version is
 written, so this module and :func:`graded_cells` work without it.
+
+A release is what a course publishes instead of this repository, whose notebooks are the
+instructor versions: the student versions, the notebooks without exercises as they are, the
+package, its build files and a generated README and Makefile for students. See docs/course.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 EXERCISES_HEADING = "## Exercises"
+
+#: What nbgrader's delimiters open with (in two pieces, so that this file holds none of them):
+#: a file that contains one of these may hold a solution or a hidden test, and a release refuses it.
+MARKERS = ("BEGIN " + "SOLUTION", "BEGIN " + "HIDDEN TESTS")
+
+#: The oldest Python nbgrader (the ``course`` extra) installs on, and the command that works on an older one.
+NBGRADER_PYTHON = (3, 11)
+NEWER_PYTHON_COMMAND = "make student PYTHON=python3.11"
+
+#: Registers the Jupyter kernel the notebooks name (``make setup`` runs it with .venv's python).
+KERNEL_COMMAND = 'python -m ipykernel install --sys-prefix --name xailab --display-name "Python (xailab)"'
 
 #: Steps of nbgrader's generate_assignment that need a course directory, a kernel or a database.
 NEEDS_A_COURSE = ("IncludeHeaderFooter", "InstantiateTests", "SaveCells")
@@ -95,13 +118,41 @@ def exercise_section(cells: list[dict]) -> range:
     return range(starts[0], end)
 
 
+def nbgrader_missing(python: tuple[int, ...] | None = None, installed: bool | None = None) -> str | None:
+    """None when nbgrader can be imported; otherwise why not, and the command that works.
+
+    ``python`` (a version tuple) and ``installed`` default to this interpreter's; they are arguments only
+    so that the message for another Python can be tested. On Python < 3.11 the course extra installs
+    nothing (nbgrader's own requirement), so the answer is a newer Python, not another install."""
+    python = tuple(sys.version_info[:3] if python is None else python)
+    problem = ""
+    if installed is None:
+        try:
+            import nbgrader  # noqa: F401  (only here and in _nbgrader: the module works without it)
+        except ImportError as exc:
+            installed, problem = False, str(exc)
+        else:
+            installed = True
+    if installed:
+        return None
+    if python < NBGRADER_PYTHON:
+        oldest = ".".join(map(str, NBGRADER_PYTHON))
+        return (f"nbgrader (the course extra) needs Python {oldest} or newer; this is Python "
+                f"{'.'.join(map(str, python))} ({sys.executable}), for which the extra installs nothing.\n"
+                f"With make, rebuild .venv with a newer Python (any python3.x >= {oldest} on your PATH):\n\n"
+                f"    {NEWER_PYTHON_COMMAND}\n\n"
+                f"Without make: create an environment with Python >= {oldest} and run "
+                "`pip install -e '.[dev,course]'` in it (docs/course.md).")
+    return (f"nbgrader (the course extra) is not installed{f' or does not import ({problem})' if problem else ''}: "
+            "`make setup-course` installs it into .venv, or `pip install -e '.[course]'` into this environment.")
+
+
 def _nbgrader():
-    try:
-        from nbgrader import converters, preprocessors
-    except ImportError as exc:
-        raise RuntimeError(
-            "writing student versions needs nbgrader (Python >= 3.11): install the course extra with "
-            "`pip install -e '.[course]'`, or run `make student`") from exc
+    missing = nbgrader_missing()
+    if missing:
+        raise RuntimeError(missing)
+    from nbgrader import converters, preprocessors
+
     return converters, preprocessors
 
 
@@ -129,6 +180,7 @@ def student_version(path: Path):
 
 def write_student_versions(out: Path, folder: Path = NOTEBOOKS) -> list[Path]:
     """Write ``out/NAME.ipynb`` for every notebook in ``folder`` that has graded cells; return the paths."""
+    _nbgrader()  # first: where it is missing, say so (and what works) before anything else can fail
     import nbformat
 
     notebooks = notebooks_with_exercises(folder)
@@ -146,6 +198,188 @@ def write_student_versions(out: Path, folder: Path = NOTEBOOKS) -> list[Path]:
     return written
 
 
+# ----------------------------------------------------------------------------- the release tree
+#: Copied as they are from the repository into a release.
+RELEASE_FILES = ("pyproject.toml", "environment.yml", ".gitignore", "data/README.md")
+#: Every path a release writes; ``release`` replaces exactly these in its output folder and leaves the
+#: rest alone (a ``.git`` folder, a licence, the course's own pages).
+RELEASE_PATHS = ("README.md", "Makefile", *RELEASE_FILES, "notebooks", "xailab")
+#: Left out of the package's copy.
+NOT_RELEASED = shutil.ignore_patterns("__pycache__", "*.py[cod]", ".ipynb_checkpoints", ".DS_Store")
+
+STUDENT_MAKEFILE = f"""\
+# `make lab`: set up .venv and open the notebooks in JupyterLab. Needs Python 3.10 or newer and a
+# Unix shell (Linux, macOS, WSL); README.md gives the same steps without make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: lab setup
+
+lab: setup
+\t$(BIN)/jupyter lab notebooks/
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+\t$(PYTHON) -m venv $(VENV)
+\t$(BIN)/pip install --upgrade pip
+\t$(BIN)/pip install -e .
+\t$(BIN)/{KERNEL_COMMAND}
+\ttouch $(STAMP)
+"""
+
+
+def _title(path: Path) -> str:
+    """The first line of the notebook's first Markdown cell, without its ``#``."""
+    first = next((c for c in read_cells(path) if c.get("cell_type") == "markdown"), None)
+    return source(first).strip().split("\n", 1)[0].lstrip("#").strip() if first else path.stem
+
+
+def student_readme(notebooks: list[Path], url: str | None = None) -> str:
+    """The README of a release: what it is, how to install it and open the notebooks, how exercises work."""
+    listing = "\n".join(f"- `notebooks/{p.name}`: {_title(p)}" for p in notebooks)
+    install = f'`%pip install "git+{url}"`' if url else "`%pip install ..` (in a copy of this folder)"
+    return f"""\
+# xailab: explaining neural networks, checked by hand
+
+A workbook of Jupyter notebooks. Each one takes a research paper on saliency maps (which input
+pixels a network's output depends on), states what it claims and checks the claims on data the
+notebook generates itself, on a laptop CPU, with nothing to download. `xailab/` is the Python package
+behind the notebooks.
+
+## Install and open the notebooks
+
+Python 3.10 or newer. With a Unix shell (Linux, macOS, WSL), one command:
+
+    make lab
+
+It creates `.venv`, installs the package, registers the Jupyter kernel "Python (xailab)" and opens
+JupyterLab on `notebooks/`. Without make (Windows too), in this folder:
+
+    python -m venv .venv
+    .venv\\Scripts\\activate            (Linux, macOS: source .venv/bin/activate)
+    python -m pip install -e .
+    {KERNEL_COMMAND}
+    jupyter lab notebooks
+
+With conda: `conda env create -f environment.yml`, `conda activate xailab`, then the last two lines.
+On Colab, Binder or a JupyterHub: open a notebook and install the package into its Python from
+a new first cell, {install}; restart the kernel if pip asks. If Jupyter asks
+for a kernel (the notebooks name one called xailab), pick the Python you installed the package
+into. `device = "auto"` in the `parameters` cell uses a GPU when there is one (on Colab: Runtime →
+Change runtime type).
+
+## The notebooks
+
+{listing}
+
+Each starts with a `parameters` cell. Read results with `quick = False`: `quick = True` is a fast
+run on stand-in models, for checking that a notebook runs, not for drawing conclusions.
+
+## Exercises
+
+Each notebook ends with an *Exercises* section. Write your answer where it says `# YOUR CODE HERE`
+(delete the `raise NotImplementedError()` below it), then run the test cell that follows: it passes
+silently or says what is wrong. The exercises are graded with [nbgrader](https://nbgrader.readthedocs.io):
+the test cells are locked, and the grader runs them with further checks that you do not see, so
+passing the visible ones is necessary but not enough. Do not edit the test cells; the grader puts
+the original back in any case.
+
+This folder was made by `python -m xailab.course release` from the course's instructor copy.
+"""
+
+
+def find_markers(folder: Path) -> list[tuple[Path, str]]:
+    """(file, marker) for every file under ``folder`` that contains one of :data:`MARKERS`."""
+    found = []
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [(path, marker) for marker in MARKERS if marker.encode() in data]
+    return found
+
+
+def _check_release_folder(out: Path, root: Path) -> None:
+    """A release replaces whole folders in ``out``: never the repository's own ones."""
+    outside = out != root and root not in out.parents and out not in root.parents
+    if not outside and (root / "build") not in out.parents:
+        raise ValueError(f"out: {out} would overwrite the repository's own files; write a release outside "
+                         f"{root} or under {root / 'build'}/ (e.g. build/release)")
+
+
+def write_release(out: Path, folder: Path = NOTEBOOKS, root: Path = ROOT, url: str | None = None) -> list[Path]:
+    """Write a tree a course can publish into ``out`` and return its top-level paths (:data:`RELEASE_PATHS`).
+
+    The student versions of the notebooks with exercises (by :func:`write_student_versions`), the other
+    notebooks of ``folder`` as they are, the package ``root/xailab`` without caches, :data:`RELEASE_FILES`,
+    and a README (:func:`student_readme`, ``url`` the course repository's for ``pip install git+URL``) and
+    Makefile for students. Everything is built in a scratch folder and checked first: a ValueError, and
+    ``out`` untouched, when any file would hold one of :data:`MARKERS`. Then each path of
+    :data:`RELEASE_PATHS` in ``out`` is replaced; nothing else there is touched."""
+    out, root, folder = Path(out).resolve(), Path(root).resolve(), Path(folder).resolve()
+    _check_release_folder(out, root)
+    with_exercises = notebooks_with_exercises(folder)
+    if with_exercises:
+        _nbgrader()  # before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".release-", dir=out) as scratch:
+        stage = Path(scratch)
+        notebooks = stage / "notebooks"
+        if with_exercises:
+            write_student_versions(notebooks, folder)
+        notebooks.mkdir(exist_ok=True)
+        for path in sorted(folder.glob("*.ipynb")):
+            if path in with_exercises:
+                continue
+            if exercise_cells(path):
+                raise ValueError(f"{path.name}: nbgrader cells but no graded cell, so no student version is "
+                                 "made of it, and as it is it may hold answers; give it a graded cell or "
+                                 "remove its nbgrader metadata")
+            shutil.copy2(path, notebooks / path.name)
+        shutil.copytree(root / "xailab", stage / "xailab", ignore=NOT_RELEASED)
+        for name in RELEASE_FILES:
+            (stage / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, stage / name)
+        (stage / "README.md").write_text(student_readme(sorted(notebooks.glob("*.ipynb")), url), encoding="utf-8")
+        (stage / "Makefile").write_text(STUDENT_MAKEFILE, encoding="utf-8")
+        leaks = find_markers(stage)
+        if leaks:
+            where = ", ".join(f"{path.relative_to(stage)} ({marker})" for path, marker in leaks)
+            raise ValueError(f"release: solution or hidden-test delimiters in {where}; nothing was written to {out}")
+        for name in RELEASE_PATHS:
+            target = out / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / name, target)
+    return [out / name for name in RELEASE_PATHS]
+
+
+# ----------------------------------------------------------------------------- submissions
+def edited_cells(path: Path) -> list[str]:
+    """The ``grade_id`` of every locked cell of the notebook at ``path`` (a student's submission) whose
+    source no longer matches the checksum in its own metadata, i.e. the test cells the student changed.
+
+    The checksum in a student version's metadata is computed after the hidden tests were removed, so,
+    unlike ``nbgrader autograde``'s comparison with its gradebook (made before they were removed), it
+    flags only real edits. This is ``nbgrader validate``'s check without running the notebook. A student
+    who also rewrites the checksum is not caught, but the grade does not depend on it: autograde puts the
+    gradebook's copy of every locked cell back before it runs the tests."""
+    import nbformat
+
+    _nbgrader()
+    from nbgrader import utils
+
+    nb = nbformat.read(str(path), as_version=4)
+    return [cell.metadata.nbgrader["grade_id"] for cell in nb.cells
+            if utils.is_locked(cell) and "checksum" in cell.metadata.nbgrader
+            and utils.compute_checksum(cell) != cell.metadata.nbgrader["checksum"]]
+
+
 def _describe(path: Path) -> str:
     rows = [f"{path.name}:"]
     for c in exercise_cells(path):
@@ -161,19 +395,43 @@ def main(argv: list[str] | None = None) -> int:
     student = commands.add_parser("student", help="write the student versions of the notebooks with exercises")
     student.add_argument("--out", type=Path, default=ROOT / "build" / "student", help="output folder")
     student.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help="folder of the source notebooks")
+    release = commands.add_parser("release", help="write a student-only tree a course can publish "
+                                                  "(student notebooks, package, README for students)")
+    release.add_argument("--out", type=Path, default=ROOT / "build" / "release",
+                         help="output folder; only the release's own paths in it are replaced")
+    release.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help="folder of the source notebooks")
+    release.add_argument("--url", help="the published repository's URL, for `pip install git+URL` in its README")
     listing = commands.add_parser("list", help="list the exercise cells of every notebook")
     listing.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help="folder of the source notebooks")
+    commands.add_parser("check", help="check that nbgrader (the course extra) is installed; say how if not")
+    edited = commands.add_parser("edited", help="list the locked test cells a student changed in submissions")
+    edited.add_argument("submissions", type=Path, nargs="+", help="submitted notebooks")
     args = parser.parse_args(argv)
 
     if args.command == "list":
         print("\n".join(_describe(p) for p in notebooks_with_exercises(args.notebooks)))
         return 0
     try:
-        written = write_student_versions(args.out, args.notebooks)
+        if args.command == "check":
+            missing = nbgrader_missing()
+            if missing:
+                raise RuntimeError(missing)
+            import nbgrader
+
+            print(f"nbgrader {nbgrader.__version__} is installed (Python {sys.version.split()[0]})")
+        elif args.command == "student":
+            for path in write_student_versions(args.out, args.notebooks):
+                print(f"wrote {path}")
+        elif args.command == "release":
+            for path in write_release(args.out, args.notebooks, url=args.url):
+                print(f"wrote {path}")
+        elif args.command == "edited":
+            changed = {path: edited_cells(path) for path in args.submissions}
+            for path, ids in changed.items():
+                print(f"{path}: {', '.join(ids) if ids else 'no test cell changed'}")
+            return 1 if any(changed.values()) else 0
     except (RuntimeError, ValueError) as exc:
         parser.exit(1, f"error: {exc}\n")
-    for path in written:
-        print(f"wrote {path}")
     return 0
 
 

@@ -124,9 +124,9 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """A CIFAR-style ResNet for 32-px inputs: a 3x3 stem (conv-bn-relu), then one stage per entry
-    of ``blocks`` with ``width * 2**s`` channels (stride 2 from the second stage on), global
-    average pooling and a linear head.
+    """A CIFAR-style ResNet for 32-px inputs: a 3x3 stem (conv-bn-relu, then a 2x2 max-pool with
+    ``stem_pool=True``), then one stage per entry of ``blocks`` with ``width * 2**s`` channels (stride 2
+    from the second stage on), global average pooling and a linear head.
 
     Names: ``features.stem_conv``, ``features.stage{s}.block{b}.conv1`` ..., ``pool``,
     ``classifier.fc``; :attr:`last_conv` is the last block's ``conv2``. See :class:`BasicBlock`
@@ -134,7 +134,7 @@ class SmallResNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 16,
-                 blocks: Sequence[int] = (1, 1, 1), seed: int = 0):
+                 blocks: Sequence[int] = (1, 1, 1), stem_pool: bool = False, seed: int = 0):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
                             ("width", width)):
@@ -148,7 +148,7 @@ class SmallResNet(nn.Module):
                 ("stem_conv", nn.Conv2d(in_channels, width, 3, padding=1, bias=True)),
                 ("stem_bn", nn.BatchNorm2d(width)),
                 ("stem_relu", nn.ReLU()),
-            ])
+            ] + ([("stem_pool", nn.MaxPool2d(2))] if stem_pool else []))
             c_in = width
             for s, n in enumerate(blocks):
                 c_out = width * 2 ** s

@@ -114,3 +114,105 @@ def paired_bootstrap(after, before, *, n_boot: int = 4000, level: float = 0.95, 
     q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
     low, high = torch.quantile(means, q).tolist()
     return Interval(float(d.mean()), float(low), float(high), level, int(d.numel()))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Estimates with their sampling distribution: what a registered verdict is decided on (xailab.claims)
+# --------------------------------------------------------------------------------------------------------
+class Estimate:
+    """A measured contrast ``D`` and its sampling distribution: intervals at any level and one-sided
+    p-values, so that every verdict form (and Holm's correction over a family) reads the same object."""
+
+    mean: float
+    n: int
+
+    def interval(self, level: float = 0.95) -> Interval:
+        """The two-sided ``level`` interval of ``D``."""
+        raise NotImplementedError
+
+    def p_below(self, c: float) -> float:
+        """One-sided p-value of ``H0: D >= c`` against ``D < c`` (small when the estimate is resolved below ``c``)."""
+        raise NotImplementedError
+
+    def p_above(self, c: float) -> float:
+        """One-sided p-value of ``H0: D <= c`` against ``D > c``."""
+        raise NotImplementedError
+
+
+class TEstimate(Estimate):
+    """A mean over independent replicates with Student's t: ``mean``, its standard error ``se`` and ``df``."""
+
+    def __init__(self, mean: float, se: float, df: int, n: int):
+        self.mean, self.se, self.df, self.n = float(mean), float(se), int(df), int(n)
+
+    def interval(self, level: float = 0.95) -> Interval:
+        if self.df < 1 or not math.isfinite(self.se):
+            return Interval(self.mean, -math.inf, math.inf, level, self.n)
+        half = float(student_t.ppf(1 - (1 - level) / 2, self.df)) * self.se
+        return Interval(self.mean, self.mean - half, self.mean + half, level, self.n)
+
+    def _t(self, c: float) -> float:
+        if self.se == 0:
+            return math.copysign(math.inf, self.mean - c) if self.mean != c else 0.0
+        return (self.mean - c) / self.se
+
+    def p_below(self, c: float) -> float:
+        return 1.0 if self.df < 1 else float(student_t.cdf(self._t(c), self.df))
+
+    def p_above(self, c: float) -> float:
+        return 1.0 if self.df < 1 else float(student_t.sf(self._t(c), self.df))
+
+    @classmethod
+    def of(cls, values) -> "TEstimate":
+        """The mean of per-replicate values (df = n − 1)."""
+        v = _values(values, "values")
+        if v.size == 0:
+            raise ValueError("values must hold at least one replicate")
+        se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.inf
+        return cls(float(v.mean()), se, v.size - 1, v.size)
+
+    @classmethod
+    def slope(cls, x, y) -> "TEstimate":
+        """The OLS slope of ``y`` on ``x`` over independent replicates, one point each (df = n − 2)."""
+        x, y = _values(x, "x"), _values(y, "y")
+        if x.shape != y.shape or x.size < 3:
+            raise ValueError(f"a slope needs the same number (>= 3) of x and y values, got {x.size} and {y.size}")
+        xc = x - x.mean()
+        sxx = float((xc ** 2).sum())
+        if sxx == 0:
+            raise ValueError("x must take at least two distinct values for a slope")
+        b = float((xc * (y - y.mean())).sum() / sxx)
+        resid = y - y.mean() - b * xc
+        se = math.sqrt(float((resid ** 2).sum()) / (x.size - 2) / sxx)
+        return cls(b, se, x.size - 2, x.size)
+
+
+class BootEstimate(Estimate):
+    """A mean over images with its paired bootstrap distribution ``boot`` (one mean per resample)."""
+
+    def __init__(self, mean: float, boot: np.ndarray, n: int):
+        self.mean, self.boot, self.n = float(mean), np.asarray(boot, dtype=np.float64), int(n)
+
+    def interval(self, level: float = 0.95) -> Interval:
+        low, high = np.quantile(self.boot, [(1 - level) / 2, (1 + level) / 2])
+        return Interval(self.mean, float(low), float(high), level, self.n)
+
+    def p_below(self, c: float) -> float:
+        return float(np.mean(self.boot >= c))
+
+    def p_above(self, c: float) -> float:
+        return float(np.mean(self.boot <= c))
+
+
+def bootstrap_indices(n: int, n_boot: int = 10_000, seed: int = 0) -> np.ndarray:
+    """``(n_boot, n)`` resampled image indices (seeded): share them across the components of one claim."""
+    rng = np.random.default_rng(int(seed))
+    return rng.integers(0, int(n), size=(int(n_boot), int(n)))
+
+
+def boot_estimate(values, indices: np.ndarray) -> BootEstimate:
+    """The mean of per-image ``values`` with the bootstrap distribution over the resamples ``indices``."""
+    v = _values(values, "values")
+    if indices.shape[1] != v.size:
+        raise ValueError(f"indices resample {indices.shape[1]} images, values hold {v.size}")
+    return BootEstimate(float(v.mean()), v[indices].mean(1), v.size)

@@ -28,7 +28,7 @@ from xailab.metrics.consistency import CONSISTENCY, consistency, prediction_agre
 from xailab.metrics.faithfulness import (completeness_gap, deletion, flip_test, insertion, perturbation_curves,
                                          pixel_perturbation)
 from xailab.metrics.localisation import pointing_game, saliency_auc
-from xailab.metrics.randomisation import randomisation_check
+from xailab.metrics.randomisation import cascade, randomisation_check
 
 GROUPS = ("localisation", "faithfulness", "consistency", "randomisation")
 BETTER = ("higher", "lower")
@@ -150,6 +150,6 @@ def evaluate(maps: Mapping[str, Tensor], metrics, *, options: Mapping | None = N
 
 
 __all__ = ["BETTER", "CATALOGUE", "CONSISTENCY", "GROUPS", "Metric", "catalogue", "completeness_gap", "consistency",
-           "deletion", "evaluate", "flip_test", "insertion", "metric", "perturbation_curves", "pixel_perturbation",
+           "cascade", "deletion", "evaluate", "flip_test", "insertion", "metric", "perturbation_curves", "pixel_perturbation",
            "pointing_game", "prediction_agreement", "randomisation_check", "rank_correlation", "saliency_auc",
            "ssim"]

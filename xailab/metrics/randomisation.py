@@ -16,7 +16,7 @@ from xailab.hooks import parameter_layers
 from xailab.metrics.consistency import rank_correlation, ssim
 from xailab.utils import progress as progress_bar
 
-__all__ = ["randomisation_check"]
+__all__ = ["cascade", "randomisation_check"]
 
 
 def _reinitialise(module: nn.Module, seed: int) -> None:
@@ -27,6 +27,22 @@ def _reinitialise(module: nn.Module, seed: int) -> None:
         else:
             for p in module.parameters(recurse=False):
                 p.normal_(0, 0.05)
+
+
+def cascade(model: nn.Module, layers: Sequence[str] | None = None, seed: int = 0):
+    """Adebayo et al.'s cascade on a deep copy of ``model``: yield ``(step, layer, copy)`` after re-initialising
+    each layer of ``layers`` in turn (module names, output first; default :func:`xailab.hooks.parameter_layers`),
+    layer ``step`` (1-based) with its ``reset_parameters()`` seeded by ``seed + step``. ``model`` is untouched."""
+    names = list(parameter_layers(model) if layers is None else layers)
+    known = dict(model.named_modules())
+    missing = [n for n in names if n not in known or not n]
+    if missing:
+        raise ValueError(f"unknown layer(s) {missing}; layers with parameters: {', '.join(parameter_layers(model))}")
+    randomised = copy.deepcopy(model)
+    modules = dict(randomised.named_modules())
+    for step, name in enumerate(names, start=1):
+        _reinitialise(modules[name], seed + step)
+        yield step, name, randomised
 
 
 def randomisation_check(method: str | Callable = "gradient", *, model: nn.Module, x: Tensor, target,
@@ -46,10 +62,6 @@ def randomisation_check(method: str | Callable = "gradient", *, model: nn.Module
     """
     fn = method if callable(method) else get_method(method)
     names = list(parameter_layers(model) if layers is None else layers)
-    known = dict(model.named_modules())
-    missing = [n for n in names if n not in known or not n]
-    if missing:
-        raise ValueError(f"unknown layer(s) {missing}; layers with parameters: {', '.join(parameter_layers(model))}")
 
     def maps(m):
         a = attribute(m, x, target, method=fn, **options).detach()
@@ -57,11 +69,9 @@ def randomisation_check(method: str | Callable = "gradient", *, model: nn.Module
 
     abs0, signed0 = maps(model)
     image = abs0.ndim == 4
-    randomised = copy.deepcopy(model)
-    modules = dict(randomised.named_modules())
     results = []
-    for step, name in enumerate(progress_bar(names, progress, desc="randomising", leave=False), start=1):
-        _reinitialise(modules[name], seed + step)
+    steps = cascade(model, names, seed)
+    for step, name, randomised in progress_bar(steps, progress, desc="randomising", leave=False, total=len(names)):
         abs_k, signed_k = maps(randomised)
         row = {"layer": name, "step": step,
                "spearman_abs_per_sample": rank_correlation(abs0, other=abs_k),

@@ -1,16 +1,24 @@
-"""The workbook's report: ``claims.json``, ``claims.md`` and ``index.html`` (a summary per paper
-first, then every claim with its measured values one per line, then each notebook's key figure)."""
+"""The workbook's report: ``claims.json``, ``claims.md`` and ``index.html``.
+
+One row per registered id (``xailab.claims.REGISTER``), in the register's order: the row a notebook recorded
+(with the probes recorded for its id), or *not measured* when no notebook of the run measured it. The
+summary counts verdicts per paper; then every id with its effect, interval, threshold and probes; then the
+ids not measured; then each notebook's key figure.
+"""
 from __future__ import annotations
 
 import html
 import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
-from xailab.claims import EXPLAINED, FAILED, REPRODUCED
+from xailab.claims import NOT_MEASURED, REGISTER, VERDICTS
 from xailab.utils import write_atomic
 
 KEY_FIGURE_TAG = "key-figure"
+#: The verdicts of the summary table, in order.
+COLUMNS = ("reproduced", "contradicted", "inconclusive", "holds", "fails", NOT_MEASURED)
 
 
 def key_figure(notebook: Path) -> str | None:
@@ -30,63 +38,91 @@ def key_figure(notebook: Path) -> str | None:
     return "".join(chosen) if isinstance(chosen, list) else chosen
 
 
-def summary(outcomes) -> list[dict]:
-    """Per paper, in order of appearance: claims checked, reproduced, explained, failed (a notebook
-    that did not finish counts as one failure of every paper it had recorded, or of its own name)."""
-    papers: dict[str, Counter] = {}
+def register_rows(outcomes) -> list[dict]:
+    """One row per registered id: the last row a notebook recorded for it (with its probes), else not measured."""
+    recorded, probes = {}, {}
     for o in outcomes:
-        for c in o.claims:
-            papers.setdefault(c["paper"], Counter())[c["verdict"]] += 1
-        if not o.ok:
-            for paper in {c["paper"] for c in o.claims} or {o.name}:
-                papers.setdefault(paper, Counter())["notebook failed"] += 1
-    return [dict(paper=p, claims=sum(n[v] for v in (REPRODUCED, EXPLAINED, FAILED)), reproduced=n[REPRODUCED],
-                 explained=n[EXPLAINED], failed=n[FAILED] + n["notebook failed"]) for p, n in papers.items()]
+        for r in o.claims:
+            if r.get("record") == "probe":
+                probes.setdefault(r["id"], {})[r["name"]] = r["value"]
+            else:
+                recorded[r["id"]] = dict(r, notebook=o.name)
+    rows = []
+    for e in REGISTER:
+        row = recorded.get(e.id) or {"id": e.id, "kind": e.kind, "paper": e.paper, "claim": e.statement,
+                                     "setting": e.setting, "verdict": NOT_MEASURED, "notebook": e.notebook,
+                                     "note": "no notebook of this run measured it"}
+        row.pop("record", None)
+        rows.append({"effect": None, "interval": None, "threshold": None, "replicates": None, **row,
+                     "probes": probes.get(e.id, {})})
+    return rows
 
 
-def _value_lines(c: dict) -> list[str]:
-    rows = c.get("values") or ([["", c["value"]]] if c.get("value") else [])
-    return [f"{k}: {v}" if k else v for k, v in rows]
+def summary(rows, outcomes=()) -> list[dict]:
+    """Per paper, in the register's order: the count of each verdict; notebooks that did not finish."""
+    papers: dict[str, Counter] = {}
+    for r in rows:
+        papers.setdefault(r["paper"], Counter())[r["verdict"]] += 1
+    failed = [o.name for o in outcomes if not o.ok]
+    return [dict(paper=p, ids=sum(n.values()), **{v: n[v] for v in COLUMNS}, notebooks_failed=failed)
+            for p, n in papers.items()]
 
 
-def _verdict(c: dict) -> str:
-    return f"{c['verdict']}: {c['reason']}" if c.get("reason") else c["verdict"]
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _cells(r: dict) -> list[str]:
+    effect = "" if r.get("effect") is None else f"{_fmt(r['effect'])} {_fmt(r['interval'])}"
+    stats = "; ".join(f"{k}: {_fmt(v)}" for k, v in (r.get("statistics") or {}).items())
+    probes = "; ".join(f"{k}: {_fmt(v)}" for k, v in (r.get("probes") or {}).items())
+    return [r["id"], r["claim"], r.get("setting", ""), r["verdict"], effect or stats, _fmt(r.get("threshold")),
+            _fmt(r.get("replicates")), probes, r.get("note", ""), r.get("notebook", "")]
+
+
+HEADER = ["id", "claim", "setting", "verdict", "effect [interval] / statistics", "threshold", "replicates", "probes",
+          "note", "notebook"]
 
 
 def claims_markdown(outcomes, quick: bool) -> str:
-    mode = "quick (CI-sized)" if quick else "default"
-    lines = ["# What reproduces", "",
-             f"Mode: {mode}. Regenerate with `make workbook`{' QUICK=1' if quick else ''}.", "",
-             "| paper | claims | reproduced | not reproduced (explained) | failed |", "|---|---|---|---|---|"]
-    lines += [f"| {s['paper']} | {s['claims']} | {s['reproduced']} | {s['explained']} | {s['failed']} |"
-              for s in summary(outcomes)]
-    lines += ["", "| paper | claim | measured | verdict | notebook |", "|---|---|---|---|---|"]
-    esc = lambda t: t.replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    for o in outcomes:
-        for c in o.claims:
-            measured = "<br>".join(esc(line) for line in _value_lines(c))
-            lines.append(f"| {esc(c['paper'])} | {esc(c['claim'])} | {measured} | {esc(_verdict(c))} | {o.name} |")
-        if not o.ok:
-            lines.append(f"| — | notebook did not finish | {esc(o.error)} | FAILED | {o.name} |")
+    rows = register_rows(outcomes)
+    mode = "quick (CI-sized: premises and identities only)" if quick else "default"
+    esc = lambda t: str(t).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["# What reproduces", "", f"Mode: {mode}. Regenerate with `make workbook`{' QUICK=1' if quick else ''}. "
+             "Each id is decided by the rule registered before the run (`shared/claims/REGISTER.md`).", "",
+             "| paper | ids | " + " | ".join(COLUMNS) + " |", "|---" * (2 + len(COLUMNS)) + "|"]
+    lines += [f"| {s['paper']} | {s['ids']} | " + " | ".join(str(s[c]) for c in COLUMNS) + " |" for s in summary(rows)]
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        lines += [""] + [f"**{o.name} did not finish:** {esc(o.error)}" for o in failed]
+    lines += ["", "| " + " | ".join(HEADER) + " |", "|---" * len(HEADER) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in _cells(r)) + " |" for r in rows if r["verdict"] != NOT_MEASURED]
+    missing = [r for r in rows if r["verdict"] == NOT_MEASURED]
+    if missing:
+        lines += ["", "## Not measured", ""] + [f"- {r['id']} ({r['paper']}): {r['claim']} — {r.get('note', '')}"
+                                                 for r in missing]
     return "\n".join(lines) + "\n"
+
+
+_STYLE = {"reproduced": "ok", "holds": "ok", "contradicted": "bad", "fails": "bad", "inconclusive": "open",
+          NOT_MEASURED: "open"}
 
 
 def index_html(outcomes, out: Path, quick: bool) -> str:
     esc = html.escape
-    head = "".join(f"<tr><td>{esc(s['paper'])}</td><td>{s['claims']}</td><td class='ok'>{s['reproduced']}</td>"
-                   f"<td class='honest'>{s['explained']}</td><td class='{'bad' if s['failed'] else ''}'>"
-                   f"{s['failed']}</td></tr>" for s in summary(outcomes))
-    rows = []
-    for o in outcomes:
-        for c in o.claims:
-            css = "ok" if c["holds"] else ("honest" if c["verdict"] == EXPLAINED else "bad")
-            measured = "<br>".join(esc(line) for line in _value_lines(c))
-            rows.append(f"<tr class='{css}'><td>{esc(c['paper'])}</td><td>{esc(c['claim'])}</td>"
-                        f"<td class='values'>{measured}</td><td>{esc(_verdict(c))}</td>"
-                        f"<td><a href='{esc(o.name)}.html'>{esc(o.name)}</a></td></tr>")
-        if not o.ok:
-            rows.append(f"<tr class='bad'><td>—</td><td>notebook did not finish</td><td>{esc(o.error)}</td>"
-                        f"<td>FAILED</td><td><a href='{esc(o.name)}.html'>{esc(o.name)}</a></td></tr>")
+    rows = register_rows(outcomes)
+    head = "".join(f"<tr><td>{esc(s['paper'])}</td><td>{s['ids']}</td>"
+                   + "".join(f"<td class='{_STYLE[c]}'>{s[c]}</td>" for c in COLUMNS) + "</tr>" for s in summary(rows))
+    body = "".join(f"<tr class='{_STYLE[r['verdict']]}'>" + "".join(f"<td>{esc(str(c))}</td>" for c in _cells(r))
+                   + "</tr>" for r in rows)
     cards = []
     for o in outcomes:
         png = key_figure(out / f"{o.name}.ipynb")
@@ -97,24 +133,24 @@ def index_html(outcomes, out: Path, quick: bool) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>xailab workbook</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 0.9rem; margin-bottom: 1.5rem; }}
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 0.85rem; margin-bottom: 1.5rem; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top; }}
-td.values {{ font-family: ui-monospace, monospace; font-size: 0.8rem; white-space: nowrap; }}
-td.ok, tr.ok td:nth-child(4) {{ color: #1a7f37; }} td.honest, tr.honest td:nth-child(4) {{ color: #9a6700; }}
+td.ok, tr.ok td:nth-child(4) {{ color: #1a7f37; }} td.open, tr.open td:nth-child(4) {{ color: #9a6700; }}
 td.bad, tr.bad td:nth-child(4) {{ color: #cf222e; font-weight: bold; }}
 .cards {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 1rem; }}
 .card {{ border: 1px solid #ddd; border-radius: 8px; padding: 0.5rem 1rem; }}
 .card img {{ max-width: 100%; }}
 </style></head><body>
 <h1>xailab — what reproduces</h1>
-<p>Mode: {'quick (CI-sized)' if quick else 'default'}. Each claim was checked on data its notebook generated;
-"not reproduced (explained)" means the notebook measured why it does not hold in this run.</p>
-<table><tr><th>paper</th><th>claims</th><th>reproduced</th><th>not reproduced (explained)</th><th>failed</th></tr>
+<p>Mode: {'quick (CI-sized: premises and identities only)' if quick else 'default'}. Every id of the register was
+decided by the rule fixed before the run: a claim is <b>reproduced</b>, <b>contradicted</b> (a finding, not a
+failure) or <b>inconclusive</b>; a premise or identity <b>holds</b>, or its notebook stopped.</p>
+<table><tr><th>paper</th><th>ids</th>{''.join(f'<th>{c}</th>' for c in COLUMNS)}</tr>
 {head}
 </table>
-<table><tr><th>paper</th><th>claim</th><th>measured</th><th>verdict</th><th>notebook</th></tr>
-{''.join(rows)}
+<table><tr>{''.join(f'<th>{h}</th>' for h in HEADER)}</tr>
+{body}
 </table>
 <h2>Notebooks</h2>
 <div class="cards">{''.join(cards)}</div>
@@ -124,11 +160,37 @@ td.bad, tr.bad td:nth-child(4) {{ color: #cf222e; font-weight: bold; }}
 
 def write_report(outcomes, out: Path, quick: bool, parameters: dict) -> None:
     """claims.json, claims.md, index.html, then manifest.json (last: the mark of a finished run)."""
-    from dataclasses import asdict
-
-    claims = [dict(c, notebook=o.name) for o in outcomes for c in o.claims]
-    write_atomic(out / "claims.json", json.dumps(claims, indent=1) + "\n")
+    rows = register_rows(outcomes)
+    unknown = {r["verdict"] for r in rows} - set(VERDICTS)
+    if unknown:
+        raise ValueError(f"verdicts outside the protocol: {unknown}")
+    write_atomic(out / "claims.json", json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     write_atomic(out / "claims.md", claims_markdown(outcomes, quick))
     write_atomic(out / "index.html", index_html(outcomes, out, quick))
     manifest = {"quick": quick, "parameters": parameters, "notebooks": [asdict(o) for o in outcomes]}
     write_atomic(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+
+
+def write_stability(out: Path, seeds, threads: int) -> list[str]:
+    """``stability.json`` and ``stability.md`` from the runs in ``out/seed-K/``: the verdict of every id at every
+    seed (ids no run measured are left out), the ids whose verdict differs marked. Returns those ids."""
+    table: dict[str, dict] = {}
+    for seed in seeds:
+        path = out / f"seed-{seed}" / "claims.json"
+        rows = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+        for r in rows:
+            table.setdefault(r["id"], {"paper": r["paper"], "claim": r["claim"]})[seed] = r["verdict"]
+    measured = {i: t for i, t in table.items() if any(t.get(s) not in (None, NOT_MEASURED) for s in seeds)}
+    moved = [i for i, t in measured.items() if len({t.get(s, "missing") for s in seeds}) > 1]
+    write_atomic(out / "stability.json", json.dumps({"seeds": list(seeds), "threads": threads, "moved": moved,
+                                                      "verdicts": measured}, indent=1, ensure_ascii=False) + "\n")
+    lines = [f"# Verdict stability: seeds {', '.join(map(str, seeds))}, {threads} thread(s)", "",
+             f"{len(measured)} ids measured; verdict differs across seeds for {len(moved)}"
+             + (f": {', '.join(moved)}" if moved else "") + ".", "",
+             "| id | claim | " + " | ".join(f"seed {s}" for s in seeds) + " | stable |",
+             "|---" * (3 + len(seeds)) + "|"]
+    for i, t in measured.items():
+        lines.append(f"| {i} | {t['claim']} | " + " | ".join(t.get(s, "missing") for s in seeds)
+                     + f" | {'**no**' if i in moved else 'yes'} |")
+    write_atomic(out / "stability.md", "\n".join(lines) + "\n")
+    return moved

@@ -1,13 +1,20 @@
 """Run every notebook headlessly and write the scoreboard of what reproduces.
 
     python -m xailab.workbook [--quick] [--only NAME ...] [-p key=value ...] [--out build]
+    python -m xailab.workbook --only 02 --seeds 0,1,2 [--threads 1]      # verdict stability across seeds
 
 Each notebook is executed with papermill (kernel ``xailab``, parameters injected into its
 ``parameters`` cell), then written to ``OUT/NAME.ipynb`` with an HTML rendering ``OUT/NAME.html``.
-Every claim a notebook checks with :func:`xailab.claims.check` is collected into
-``OUT/claims.md`` and ``OUT/claims.json``; ``OUT/index.html`` links everything with each
-notebook's key figure. A failing notebook is reported with its cell and error, the others still
-run, and the exit status is 1.
+Every row a notebook records with :mod:`xailab.claims` (verdicts, premises, identities, probes) is
+collected into ``OUT/claims.md`` and ``OUT/claims.json``, one row per registered id; ``OUT/index.html``
+links everything with each notebook's key figure. A notebook that stops (a premise or identity that does
+not hold, or an error) is reported with its cell and error, the others still run, and the exit status is 1.
+A contradicted or inconclusive claim is a finding, not a failure.
+
+``--seeds 0,1,2`` runs the selected notebooks once per seed, in parallel processes (``--threads`` torch and
+OpenMP threads each, the process pool of a notebook off, as many at once as the cores allow), each into
+``OUT/seed-K/``, then writes ``OUT/stability.md`` and ``OUT/stability.json``: the verdict of every id at every
+seed, with the ids whose verdict differs marked.
 
 Every file is written under a temporary name and renamed into place, and ``OUT/manifest.json``
 (the record of a finished run) is written last: an interrupted run never leaves a file a later
@@ -19,14 +26,17 @@ import argparse
 import ast
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xailab.claims import LOG_ENV, NOTEBOOK_ENV
 from xailab.utils import PARTIAL, partial_path, write_atomic
-from xailab.workbook.report import write_report
+from xailab.workbook.report import write_report, write_stability
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -139,7 +149,7 @@ def render_html(notebook: Path, target: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- entry point
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m xailab.workbook", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized runs (sets the parameter quick=True)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (name or prefix, e.g. 02)")
@@ -148,14 +158,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build", help="where results go (default: build/)")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, help=argparse.SUPPRESS)
     parser.add_argument("--kernel", default="xailab", help="Jupyter kernel name (default: xailab)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",") if s.strip()], metavar="0,1,2",
+                        help="run once per seed, in parallel, and write the verdict-stability table")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch/OpenMP threads of each kernel (with --seeds: default 1)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="with --seeds: seeds run at once (default: the cores over the threads)")
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
     # absolute, because each kernel runs in its notebook's folder and logs claims to a path under out
     args.out = args.out.resolve()
     notebooks = select(sorted(args.notebooks.glob("*.ipynb")), args.only)
     if not notebooks:
         print(f"no notebooks in {args.notebooks}")
         return 0
+    if args.seeds:
+        return stability(args, notebooks)
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)   # the kernels inherit it
     parameters = dict(args.params)
     parameters["quick"] = bool(args.quick or parameters.get("quick", False))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -170,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{step} running", flush=True)
             outcome = run_notebook(nb, args.out, parameters, args.kernel)
             outcomes.append(outcome)
-            summary = f"{len(outcome.claims)} claims, {sum(c['holds'] for c in outcome.claims)} reproduced"
-            print(f"{step} {'ok' if outcome.ok else 'FAILED'} ({outcome.seconds:.1f} s, {summary})", flush=True)
+            verdicts = [c["verdict"] for c in outcome.claims if c.get("record") == "verdict"]
+            counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts)) or "no rows"
+            print(f"{step} {'ok' if outcome.ok else 'STOPPED'} ({outcome.seconds:.1f} s; {counts})", flush=True)
             if not outcome.ok:
                 print(f"    {outcome.error}", flush=True)
     except KeyboardInterrupt:
@@ -182,5 +206,31 @@ def main(argv: list[str] | None = None) -> int:
     failed = [o.name for o in outcomes if not o.ok]
     print(f"claims: {args.out / 'claims.md'}   report: {args.out / 'index.html'}")
     if failed:
-        print("failed notebooks:", ", ".join(failed))
+        print("stopped notebooks:", ", ".join(failed))
     return 1 if failed else 0
+
+
+def stability(args, notebooks: list[Path]) -> int:
+    """Run ``notebooks`` once per seed of ``args.seeds`` in parallel processes, then tabulate every verdict."""
+    threads = args.threads or 1
+    jobs = args.jobs or max(1, (os.cpu_count() or 1) // threads)
+    only = [nb.stem for nb in notebooks]
+
+    def one(seed: int) -> int:
+        out = args.out / f"seed-{seed}"
+        cmd = [sys.executable, "-m", "xailab.workbook", "--only", *only, "--out", str(out), "--notebooks",
+               str(args.notebooks), "--kernel", args.kernel, "-p", f"seed={seed}", "-p", "workers=1",
+               *[a for k, v in args.params for a in ("-p", f"{k}={v!r}")], *(["--quick"] if args.quick else [])]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "run.log", "w", encoding="utf-8") as log:
+            code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        print(f"seed {seed}: {'ok' if code == 0 else f'exit {code}'} (log: {out / 'run.log'})", flush=True)
+        return code
+
+    print(f"{len(args.seeds)} seeds x {', '.join(only)}: {jobs} at once, {threads} thread(s) each", flush=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        codes = list(pool.map(one, args.seeds))
+    moved = write_stability(args.out, args.seeds, threads)
+    print(f"stability: {args.out / 'stability.md'} ({len(moved)} id(s) whose verdict differs across seeds)")
+    return 1 if any(codes) or moved else 0

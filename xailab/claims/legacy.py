@@ -15,7 +15,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-#: Environment variables the workbook runner sets for each notebook's kernel.
 LOG_ENV = "XAILAB_CLAIMS"
 NOTEBOOK_ENV = "XAILAB_NOTEBOOK"
 
