@@ -39,6 +39,10 @@ class SmallCNN(nn.Module):
     ``features.pool{i}``, ``classifier.fc1``, ``classifier.relu``, ``classifier.fc2``;
     :attr:`last_conv` is the last convolution (Grad-CAM's default layer).
 
+    ``output_scale=True`` multiplies the logits by a learned ``exp(t)`` (``t`` starts at 0): a spectrally
+    normalised network otherwise cannot make confident predictions and fits slowly; a positive scalar
+    scales every gradient-based map by the same factor, so normalised comparisons of maps do not see it.
+
     ``spectral_norm=True`` wraps every conv and linear weight with
     ``torch.nn.utils.parametrizations.spectral_norm``. For a convolution that parametrisation
     divides by the largest singular value of the weight *reshaped to a matrix*
@@ -51,7 +55,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 4, width: int = 16, depth: int = 3,
                  input_size: int = 32, batch_norm: bool = False, spectral_norm: bool = False,
-                 seed: int = 0):
+                 output_scale: bool = False, seed: int = 0):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
                             ("width", width), ("depth", depth), ("input_size", input_size)):
@@ -63,6 +67,9 @@ class SmallCNN(nn.Module):
                              f"use depth <= {max_depth} for input_size={input_size}")
         self.in_channels, self.num_classes, self.input_size = in_channels, num_classes, input_size
         self.batch_norm, self.spectral_norm = bool(batch_norm), bool(spectral_norm)
+        # a learned temperature exp(t) on the logits: lets a spectrally normalised network reach confident outputs,
+        # and changes no map's ranking or normalised distance (every map of the network scales by it)
+        self.log_scale = nn.Parameter(torch.zeros(())) if output_scale else None
         wrap = _spectral_norm if spectral_norm else (lambda m: m)
         with forked_rng(seed):
             layers: "OrderedDict[str, nn.Module]" = OrderedDict()
@@ -89,7 +96,8 @@ class SmallCNN(nn.Module):
         return [m for m in self.features if isinstance(m, nn.Conv2d)][-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+        logits = self.classifier(torch.flatten(self.features(x), 1))
+        return logits if self.log_scale is None else logits * self.log_scale.exp()
 
 
 class BasicBlock(nn.Module):

@@ -166,3 +166,16 @@ def write_atomic(path, data: str | bytes) -> None:
             tmp.write_bytes(data)
         else:
             tmp.write_text(data, encoding="utf-8")
+
+
+def process_pool(workers: int = 2):
+    """A local ``ProcessPoolExecutor`` for independent pieces of an experiment (ROAR cells, network pairs):
+    ``workers`` processes, one torch thread each, forked where the platform allows it (fast start; one thread per
+    worker keeps OpenMP fork-safe), spawned elsewhere. Use it as a context manager, or ``shutdown()`` it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = int(check_positive("workers", workers, integer=True))
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                               initializer=torch.set_num_threads, initargs=(1,))

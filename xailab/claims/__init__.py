@@ -196,7 +196,7 @@ def _statistics(id: str, kind: str, statistics: Mapping, *, setting, replicates,
     verdict, failed = check_statistics(e, statistics)
     row = _record({**_base(e, setting), "verdict": verdict,
                    "statistics": {k: _number(v) for k, v in statistics.items()},
-                   "threshold": {k: f"{op} {t}" for k, (op, t) in e.checks.items()}, "replicates": replicates,
+                   "threshold": {k: f"{op} {t:.4g}" if isinstance(t, float) else f"{op} {t}" for k, (op, t) in e.checks.items()}, "replicates": replicates,
                    "note": "; ".join(x for x in (note, *failed) if x)})
     if verdict == FAILS:
         error = PremiseFailed if kind == "premise" else IdentityFailed

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from xailab.claims.register import Entry
 from xailab.stats import Estimate
 
@@ -119,6 +121,10 @@ _OPS = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t, ">": lambda v, t: 
         "is": lambda v, t: bool(v) is True}
 
 
+def _number(v) -> str:
+    return f"{float(v):.4g}" if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) else repr(v)
+
+
 def check_statistics(entry: Entry, statistics: dict) -> tuple[str, list[str]]:
     """A premise or identity: ``holds`` when every registered check passes on ``statistics`` (``{name: value}``,
     the names of the entry's checks); returns the verdict and the failed checks, described."""
@@ -129,5 +135,6 @@ def check_statistics(entry: Entry, statistics: dict) -> tuple[str, list[str]]:
     for name, (op, threshold) in entry.checks.items():
         value = statistics[name]
         if not _OPS[op](value, threshold):
-            failed.append(f"{name} = {value!r} (registered: {op} {threshold!r})" if op != "is" else f"{name} is false")
+            failed.append(f"{name} = {_number(value)} (registered: {op} {_number(threshold)})" if op != "is"
+                          else f"{name} is false")
     return (HOLDS if not failed else FAILS), failed
