@@ -334,3 +334,29 @@ def test_shapes_colour_cue_puts_the_class_in_the_hue_and_several_objects_in_the_
         D.shapes(10, cue="texture")
     with pytest.raises(ValueError, match="objects"):
         D.shapes(10, objects=0)
+
+
+def test_shapes_context_spreads_same_class_evidence_and_mask_of_selects_what_is_marked():
+    kw = dict(size=32, seed=5, cue="both", context=4, noise=0.0, texture=0.0)
+    evidence, objects = D.shapes(120, **kw), D.shapes(120, **kw, mask_of="object")
+    assert torch.equal(evidence.x, objects.x) and torch.equal(evidence.y, objects.y)   # the same images
+    assert (evidence.mask >= objects.mask).all()                                      # the object is part of the evidence
+    assert evidence.mask.sum() > 1.1 * objects.mask.sum()                             # the context adds to it
+    plain = D.shapes(120, size=32, seed=5, cue="both", noise=0.0, texture=0.0)
+    assert torch.equal(plain.x, D.shapes(120, size=32, seed=5, cue="both", noise=0.0, texture=0.0, context=0).x)
+    # context pixels outside the object carry the class's hue band, like the object
+    import colorsys
+    for i in range(30):
+        ctx = (evidence.mask[i, 0] > 0) & (objects.mask[i, 0] == 0)
+        if ctx.sum() < 3:
+            continue
+        r, g, b = evidence.x[i][:, ctx][:, 0].tolist()
+        hue, centre = colorsys.rgb_to_hsv(r, g, b)[0], int(evidence.y[i]) / 4
+        assert min(abs(hue - centre), 1 - abs(hue - centre)) <= 1 / 8 + 1e-6
+    bare = D.shapes(120, **kw, draw_object=False)              # draw_object=False hides the context too
+    outside = (evidence.mask == 0).expand_as(evidence.x)
+    assert torch.equal(bare.x[outside], evidence.x[outside])
+    with pytest.raises(ValueError, match="mask_of"):
+        D.shapes(4, mask_of="both")
+    with pytest.raises(ValueError, match="context"):
+        D.shapes(4, context=-1)

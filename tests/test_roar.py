@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from xailab.attribution import parse_method
-from xailab.papers.roar import ModelFactory, PAPER_ESTIMATORS, relevance_maps, roar
+from xailab.papers.roar import ModelFactory, PAPER_ESTIMATORS, RoarResult, relevance_maps, roar
 from xailab.papers.roar import estimators as est_module
 
 MLP = ModelFactory("mlp", in_features=16, num_classes=2, hidden=(32,))
@@ -276,3 +276,18 @@ def test_paired_difference_over_seeds():
     d = res.difference("a", "b")                       # per seed: 0.5 - 0.5 = 0 and 0.6 - 0.55 = 0.05
     assert d["mean"] == pytest.approx(0.025) and d["se"] == pytest.approx(0.025) and d["n"] == 2
     assert res.difference("a", "b", fractions=[0.5])["mean"] == pytest.approx(0.15)
+
+
+def test_collapsed_replicates_follow_the_registered_rule():
+    chance = 0.25
+    rows = [dict(estimator="g", variant="roar", fraction=0.5, seed=s, accuracy=0.8, train_accuracy=a)
+            for s, a in enumerate([0.95, 0.97, 0.26, 0.9])]                      # one seed at chance
+    rows += [dict(estimator="r", variant="roar", fraction=0.9, seed=s, accuracy=0.3, train_accuracy=a)
+             for s, a in enumerate([0.27, 0.3, 0.26, 0.28])]                     # information lost: no collapse
+    rows += [dict(estimator="g", variant="morf", fraction=0.5, seed=None, accuracy=0.25, train_accuracy=None)]
+    res = RoarResult(rows, {"chance": chance})
+    assert [(r["estimator"], r["seed"]) for r in res.collapsed()] == [("g", 2)]
+    # the boundary: within 0.1 (1 - 1/K) of chance counts, just above it does not
+    edge = [dict(rows[0], fraction=0.7, seed=s, train_accuracy=a)
+            for s, a in enumerate([0.95, 0.96, 0.97, chance + 0.075, chance + 0.076])]
+    assert [(r["fraction"], r["seed"]) for r in RoarResult(rows + edge, {"chance": chance}).collapsed()] == [(0.5, 2), (0.7, 3)]

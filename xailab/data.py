@@ -212,7 +212,8 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
            distractors: int = 2, scale: tuple[float, float] = (0.22, 0.35), rotation: float = 10.0,
            background: tuple[float, float] = (0.1, 0.5), texture: float = 0.15,
            brightness: tuple[float, float] = (0.8, 1.0), draw_object: bool = True, cue: str = "kind",
-           objects: int = 1) -> Data:
+           objects: int = 1, context: int = 0, context_scale: tuple[float, float] = (0.07, 0.1),
+           mask_of: str = "evidence") -> Data:
     """Synthetic colour images whose class is the kind of one object (square, disc, triangle ...).
 
     Each image: a smooth random colour field with values in ``background`` plus a finer texture
@@ -234,6 +235,12 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
     objects carry hue. ``objects``: how many objects of the class each image holds (placed
     independently, later ones over earlier ones); the mask is their union.
 
+    ``context``: how many small objects of the class (radius ``context_scale`` x ``size``, same cue as the
+    object) are scattered over the image before the object is drawn: class evidence spread beyond one compact
+    object, as a scene's context carries its class (ROAR's ``spread`` regime). ``mask_of``: ``"evidence"``
+    (default) marks the object(s) and the context, ``"object"`` the object(s) alone; the images are the same
+    either way.
+
     ``mask`` is exactly the objects' pixels: they are drawn last and opaque, so no pixel outside
     the mask depends on them. ``draw_object=False`` gives the same images (same random draws)
     without the objects, with the same mask (where the objects would be).
@@ -250,6 +257,11 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
         raise ValueError(f"noise must be >= 0, got {noise}")
     if cue not in CUES:
         raise ValueError(f"cue must be one of {CUES}, got {cue!r}")
+    if mask_of not in ("evidence", "object"):
+        raise ValueError(f"mask_of must be 'evidence' or 'object', got {mask_of!r}")
+    if context < 0 or not 0 < context_scale[0] <= context_scale[1] <= 0.5:
+        raise ValueError(f"context must be >= 0 and context_scale (low, high) with 0 < low <= high <= 0.5, "
+                         f"got {context}, {context_scale}")
     objects = int(check_positive("objects", objects, integer=True))
     lo, hi = scale
     if not 0 < lo <= hi <= 0.5:
@@ -271,14 +283,15 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
         "colour": torch.rand(n, distractors, 3, generator=g),
     }
     obj += [_object_draws(n, size, lo, hi, rotation, brightness, g) for _ in range(objects - 1)]
+    ctx = [_object_draws(n, size, *context_scale, rotation, brightness, g) for _ in range(context)]
     if cue == "colour":
-        for o in obj:
+        for o in obj + ctx:
             o["kind"] = torch.randint(0, len(SHAPE_KINDS), (n,), generator=g)
     else:
-        for o in obj:
+        for o in obj + ctx:
             o["kind"] = y
     if cue in ("colour", "both"):
-        for o in obj:  # the drawn hue, moved into the class's band
+        for o in obj + ctx:  # the drawn hue, moved into the class's band
             o["colour"] = _hsv_to_rgb((y + (o["hue"] - 0.5) / 2) / num_classes % 1.0, o["sat"], o["val"])
         dis["colour"] = dis["colour"].mean(-1, keepdim=True).expand(-1, -1, 3)
     names = SHAPE_KINDS if cue == "colour" else kinds
@@ -293,9 +306,10 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
         bg = bg + texture * (_smooth_field(b, size, max(2, size // 4), g) - 0.5)  # finer texture
         img = _draw_distractors(bg, rows, cols, {k: v[sl] for k, v in dis.items()})
         m = torch.zeros(b, 1, size, size)
-        for o in obj:
+        for o in ctx + obj:   # context first: the object lies over it
             inside = _object_mask(o, sl, rows, cols, names)
-            m = torch.maximum(m, inside[:, None].float())
+            if mask_of == "evidence" or any(o is p for p in obj):
+                m = torch.maximum(m, inside[:, None].float())
             if draw_object:
                 img = torch.where(inside[:, None], o["colour"][sl, :, None, None], img)
         img = img + noise * torch.randn(img.shape, generator=g)

@@ -20,10 +20,11 @@ from xailab.data import Data
 from xailab.metrics import saliency_auc
 from xailab.papers.roar.sweep import roar
 from xailab.removal import dataset_mean, fill_removed, removal_mask
-from xailab.train import evaluate, fit
+from xailab.train import evaluate, fit, fit_many
 from xailab.utils import check_positive, forked_rng, resolve_device, seeded_generator
 
-__all__ = ["LeakStudy", "leak_study", "mask_only_accuracy", "removal_masks", "pattern_visibility"]
+__all__ = ["LeakStudy", "leak_study", "mask_only_accuracies", "mask_only_accuracy", "removal_masks",
+           "pattern_visibility"]
 
 
 def removal_masks(data, maps: Tensor, fraction: float, *, rank_by: str = "pixel",
@@ -44,6 +45,19 @@ def mask_only_accuracy(model_fn: Callable[[int], nn.Module], train, test, maps: 
     net = fit(model_fn(seed), removal_masks(train, maps_train, fraction, **how), epochs=epochs, lr=lr,
               batch_size=batch_size, seed=seed, device=device, progress=False)
     return evaluate(net, removal_masks(test, maps_test, fraction, **how), device=device)
+
+
+def mask_only_accuracies(model_fn: Callable[[int], nn.Module], train, test, rankings: dict, fractions, *,
+                         seed: int = 0, device="auto", **fit_options) -> dict[tuple[str, float], float]:
+    """:func:`mask_only_accuracy` for every ranking of ``rankings`` (``{name: (train maps, test maps)}``) and
+    fraction, ``{(name, fraction): accuracy}``: the models are trained together (:func:`xailab.train.fit_many`,
+    one per pattern, all from ``model_fn(seed)`` with data order ``seed``)."""
+    keys = [(k, f) for k in rankings for f in fractions]
+    masks = {key: (removal_masks(train, rankings[key[0]][0], key[1]), removal_masks(test, rankings[key[0]][1], key[1]))
+             for key in keys}
+    nets = fit_many(model_fn, [masks[k][0] for k in keys], seeds=[seed] * len(keys), device=device, progress=False,
+                    **fit_options)
+    return {key: evaluate(net, masks[key][1], device=device) for key, net in zip(keys, nets)}
 
 
 def _detector(channels: int, width: int, seed: int) -> nn.Module:

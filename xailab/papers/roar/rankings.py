@@ -1,7 +1,7 @@
 """Rankings whose quality is known in advance, and what they measure: the controls of ROAR's premises.
 
 - :func:`toy_rankings` — the paper's toy data ranked by its ground truth, at random, and inverted;
-- :func:`premise_rankings` — random pixels, and the object mask (object pixels first);
+- :func:`premise_rankings` — random pixels, the evidence first (the oracle), the object first;
 - :func:`share_kept` — the share of the above-chance accuracy a removal leaves;
 - :func:`retraining_shift` — what a removal costs the original model beyond a retrained one.
 """
@@ -28,16 +28,20 @@ def toy_rankings(train, test, seed: int) -> dict[str, tuple[Tensor, Tensor]]:
             "inverted": (1 - train.mask, 1 - test.mask)}
 
 
-def premise_rankings(train, test, seed: int) -> dict[str, tuple[Tensor, Tensor]]:
-    """``{"random", "object mask": (train ranking, test ranking)}`` for image data with a ground-truth mask:
-    an independent uniform ranking per image, and the mask as a ranking (object pixels first; ties within the
-    object and within the background broken at random, so that what a removal leaves of the background is
-    scattered rather than the bottom rows). Seeded."""
+def premise_rankings(train, test, seed: int, *, objects: tuple[Tensor, Tensor] | None = None
+                     ) -> dict[str, tuple[Tensor, Tensor]]:
+    """Rankings whose quality is known in advance, ``{name: (train ranking, test ranking)}``, for image data with a
+    ground-truth evidence mask: ``"random"`` (an independent uniform ranking per image) and ``"oracle"`` (the
+    evidence mask as a ranking: evidence pixels first). With ``objects`` (the object masks of the train and test
+    images, part of the evidence), also ``"object only"``: the object's pixels first. Ties are broken at random,
+    so that what a removal leaves is scattered rather than the bottom rows. Seeded."""
     g = torch.Generator().manual_seed(int(seed))
-    object_rank = tuple(m + 0.5 * torch.rand(m.shape, generator=g) for m in (train.mask, test.mask))
     shape = (1, *train.x.shape[2:])
-    random = (torch.rand(len(train), *shape, generator=g), torch.rand(len(test), *shape, generator=g))
-    return {"random": random, "object mask": object_rank}
+    out = {"random": (torch.rand(len(train), *shape, generator=g), torch.rand(len(test), *shape, generator=g)),
+           "oracle": tuple(m + 0.5 * torch.rand(m.shape, generator=g) for m in (train.mask, test.mask))}
+    if objects is not None:
+        out["object only"] = tuple(m + 0.5 * torch.rand(m.shape, generator=g) for m in objects)
+    return out
 
 
 def share_kept(accuracy, base: float, chance: float):

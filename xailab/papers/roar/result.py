@@ -20,7 +20,8 @@ RETRAINED, NOT_RETRAINED = ("roar", "kar"), ("morf", "lerf")
 
 @dataclass
 class RoarResult:
-    """Records ``{"estimator", "variant", "fraction", "seed", "accuracy"}``.
+    """Records ``{"estimator", "variant", "fraction", "seed", "accuracy"}`` (retrained ones also
+    ``"train_accuracy"``).
 
     ``fraction`` is always the fraction of features *removed*: for ``kar`` and ``lerf`` the least
     relevant ones (the top ``1 - fraction`` are kept), for ``roar`` and ``morf`` the most relevant.
@@ -101,6 +102,18 @@ class RoarResult:
             out.setdefault(r["seed"], []).append(r["accuracy"])
         return {s: float(np.mean(v)) for s, v in out.items() if len(v) == len(fractions)}
 
+    def paired(self, a: str, b: str, fractions=None, variant: str = "roar", variant_b: str | None = None
+               ) -> list[float]:
+        """Per replicate (seed), ``a``'s mean accuracy over ``fractions`` minus ``b``'s (``b`` in ``variant_b``,
+        default the same variant): the paired differences the register's t-intervals are taken over, in seed
+        order. Seeds measured for only one of the two are left out."""
+        pa = self.per_seed(a, fractions, variant)
+        pb = self.per_seed(b, fractions, variant if variant_b is None else variant_b)
+        d = [pa[s] - pb[s] for s in sorted(pa, key=str) if s in pb]
+        if not d:
+            raise KeyError(f"no common seeds for {a!r} ({variant}) and {b!r} ({variant_b or variant})")
+        return d
+
     def difference(self, a: str, b: str, fractions=None, variant: str = "roar") -> dict:
         """Accuracy of ``a`` minus accuracy of ``b`` (mean over ``fractions``), paired by seed (the
         same seed initialises both retrained models): ``{"mean", "se", "n"}`` with the standard
@@ -121,6 +134,23 @@ class RoarResult:
         if not d:
             raise KeyError(f"no common seeds for {a!r} and {b!r} in variant {variant!r}")
         return t_interval(d, level=level, family=family)
+
+    def collapsed(self) -> list[dict]:
+        """The retrained records whose optimisation collapsed (register, ROAR-7): a training accuracy within
+        ``0.1 (1 − 1/K)`` of chance while the median training accuracy of its cell (estimator, variant,
+        fraction) exceeds ``1/K + 0.5 (1 − 1/K)`` — an optimiser failure, not a loss of information (a cell
+        whose every model stays near chance has lost its information). Needs ``meta["chance"]`` = 1/K."""
+        chance = self.meta["chance"]
+        cells: dict[tuple, list[dict]] = {}
+        for r in self.records:
+            if r.get("train_accuracy") is not None:
+                cells.setdefault((r["estimator"], r["variant"], r["fraction"]), []).append(r)
+        out = []
+        for rows in cells.values():
+            median = float(np.median([r["train_accuracy"] for r in rows]))
+            if median > chance + 0.5 * (1 - chance):
+                out += [r for r in rows if r["train_accuracy"] - chance <= 0.1 * (1 - chance)]
+        return out
 
     def curve(self, estimator: str, variant: str = "roar") -> tuple[list[float], list[list[float]]]:
         """``(fractions, runs)``: ``runs[k]`` = accuracies of run k at each fraction (seeds as runs)."""

@@ -13,7 +13,6 @@ import dataclasses
 import os
 from typing import Callable, Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from xailab.attribution import REDUCTIONS, TARGETS, method_table
@@ -22,24 +21,9 @@ from xailab.papers.roar.estimators import relevance_maps
 from xailab.papers.roar.result import NOT_RETRAINED, RETRAINED, VARIANTS, RoarResult
 from xailab.removal import RANK_BY, dataset_mean, replace_features
 from xailab.train import evaluate, fit, fit_many
-from xailab.utils import check_fraction, check_positive, progress as progress_bar, resolve_device
+from xailab.utils import check_fraction, check_positive, process_pool, progress as progress_bar, resolve_device
 
-__all__ = ["roar", "ModelFactory", "process_pool", "run_cell", "score_cell"]   # ModelFactory: from xailab.models
-
-
-def process_pool(workers: int = 2):
-    """A local ``ProcessPoolExecutor`` for :func:`roar`: ``workers`` processes, one torch thread each.
-
-    Forked where the platform allows it (fast start; one thread per worker keeps OpenMP fork-safe),
-    spawned elsewhere.  Use it as a context manager: ``with process_pool(2) as ex: roar(..., executor=ex)``.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    workers = int(check_positive("workers", workers, integer=True))
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
-                               initializer=torch.set_num_threads, initargs=(1,))
+__all__ = ["roar", "ModelFactory", "process_pool", "run_cell", "score_cell", "without_retraining"]   # ModelFactory: from xailab.models
 
 
 # --------------------------------------------------------------------------- one cell
@@ -60,16 +44,17 @@ def modified(data, maps: Tensor | None, fraction: float, *, top: bool, fill, ran
     return dataclasses.replace(data, x=x)
 
 
-def score_cell(task: dict) -> list[float]:
+def score_cell(task: dict) -> list[tuple[float, None]]:
     """The explained model's test accuracy with the top (or bottom) fraction removed, no retraining."""
     how = dict(top=task["top"], fill=task["fill"], rank_by=task["rank_by"], reduce=task["reduce"],
                **task["fill_options"])
-    return [evaluate(task["model"], modified(task["test"], task["maps_test"], task["fraction"], **how),
-                     device=task["device"])]
+    return [(evaluate(task["model"], modified(task["test"], task["maps_test"], task["fraction"], **how),
+                      device=task["device"]), None)]
 
 
-def run_cell(task: dict) -> list[float]:
-    """Train ``len(seeds)`` fresh models on one modified train set; test accuracy of each.
+def run_cell(task: dict) -> list[tuple[float, float]]:
+    """Train ``len(seeds)`` fresh models on one modified train set: ``(test accuracy, training accuracy)`` of
+    each (the training accuracy tells a collapsed optimisation from a loss of information).
 
     A plain top-level function of one picklable dict, so any executor can run it.
     """
@@ -78,8 +63,8 @@ def run_cell(task: dict) -> list[float]:
     train = modified(task["train"], task["maps_train"], task["fraction"], **how)
     test = modified(task["test"], task["maps_test"], task["fraction"], **how)
     models = fit_many(task["model_fn"], train, seeds=task["seeds"], epochs=task["epochs"], lr=task["lr"],
-                      batch_size=task["batch_size"], device=task["device"], progress=False)
-    return [evaluate(m, test, device=task["device"]) for m in models]
+                      batch_size=task["batch_size"], device=task["device"], progress=False, **task["fit_options"])
+    return [(evaluate(m, test, device=task["device"]), evaluate(m, train, device=task["device"])) for m in models]
 
 
 # --------------------------------------------------------------------------- phases
@@ -164,16 +149,16 @@ def _run(cells, executor, progress: bool) -> list[list[float]]:
 
 
 def _records(cells, accs) -> list[dict]:
-    return [dict(estimator=est, variant=v, fraction=f, seed=s, accuracy=a)
+    return [dict(estimator=est, variant=v, fraction=f, seed=s, accuracy=a, train_accuracy=fit_a)
             for (_, _, labels, f, seeds), acc in zip(cells, accs) for est, v in labels
-            for s, a in zip(seeds, acc)]
+            for s, (a, fit_a) in zip(seeds, acc)]
 
 
 def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fractions=(0, .1, .3, .5, .7, .9),
          seeds: int | Sequence[int] = 5, epochs: int = 10, explain_model: nn.Module | None = None, *,
          variants: Sequence[str] = ("roar", "kar", "morf"), rank_by: str = "pixel", reduce: str = "abs-sum",
          target: str = "label", seed: int | None = None, defaults: Mapping | None = None, fill="dataset_mean",
-         fill_options: Mapping | None = None,
+         fill_options: Mapping | None = None, fit_options: Mapping | None = None,
          lr: float = 1e-3, batch_size: int = 64, relevance_batch_size: int = 128, device="auto",
          cache_dir: str | os.PathLike | None = None, executor=None, progress: bool = True,
          ) -> RoarResult:
@@ -197,6 +182,10 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
       the top / bottom fraction removed, no retraining: ROAD's curves with its fill).
     - ``seeds``: a count (``range(seeds)``) or explicit seeds; ``executor``: any
       ``concurrent.futures.Executor`` to run cells in parallel (same numbers as ``None``).
+    - ``fit_options``: the rest of the training recipe of every model (``autocast``, ``warmup``,
+      ``lr_schedule``, ``optimiser`` ..., see :func:`xailab.train.fit`).
+
+    Every retrained record holds its model's ``accuracy`` (test) and ``train_accuracy``.
     """
     methods, given, order = _split_estimators(estimators)
     fractions, seeds, variants = _check_request(train, test, methods, given, fractions, seeds, variants,
@@ -208,7 +197,7 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
     scored = set(NOT_RETRAINED) & set(variants)
     if explain_model is None and (methods or scored):   # only when something needs it
         explain_model = fit(model_fn(seeds[0]), train, epochs=epochs, lr=lr, batch_size=batch_size,
-                            seed=seeds[0], device=device, progress=False)
+                            seed=seeds[0], device=device, progress=False, **dict(fit_options or {}))
     if explain_model is not None:
         explain_model.eval()
 
@@ -226,7 +215,7 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
         fill = dataset_mean(train.x)
     common = dict(model_fn=model_fn, train=train, test=test, seeds=seeds, epochs=epochs, lr=lr,
                   batch_size=batch_size, device=device, fill=fill, rank_by=rank_by, reduce=reduce,
-                  fill_options=dict(fill_options or {}))
+                  fill_options=dict(fill_options or {}), fit_options=dict(fit_options or {}))
     cells = _cells(relevance, fractions, variants, common, explain_model)
     records = _records(cells, _run(cells, executor, progress))
     rank = {v: i for i, v in enumerate(VARIANTS)}
@@ -238,6 +227,46 @@ def roar(model_fn: Callable[[int], nn.Module], train, test, estimators, fraction
                 fill=fill_name,
                 explain_accuracy=None if explain_model is None else evaluate(explain_model, test, device=device))
     return RoarResult(records, meta)
+
+
+def _original_unit(task: dict) -> list[dict]:
+    """One original model: its own maps of the test images, scored with the top fractions removed."""
+    model, test, seed = task["model"].eval(), task["test"], task["seed"]
+    maps = dict(task["given"])
+    if task["methods"]:
+        maps |= relevance_maps(model, test, task["methods"], target=task["target"], defaults=task["defaults"],
+                               seed=seed, progress=False)
+    how = dict(top=True, fill=task["fill"], rank_by=task["rank_by"], reduce=task["reduce"], **task["fill_options"])
+    return [dict(estimator=label, variant="morf", fraction=f, seed=seed,
+                 accuracy=evaluate(model, modified(test, maps[label], f, **how), device="cpu"), train_accuracy=None)
+            for label in task["order"] for f in task["fractions"]]
+
+
+def without_retraining(models: Mapping[int, nn.Module], train, test, estimators, fractions, *,
+                       fill="dataset_mean", fill_options: Mapping | None = None, target: str = "predicted",
+                       defaults: Mapping | None = None, rank_by: str = "pixel", reduce: str = "abs-sum",
+                       executor=None) -> RoarResult:
+    """The no-retraining arm per replicate (register, ROAR-10): every original model ``models[seed]`` (trained on
+    unmodified data) ranks the test images with its *own* maps of ``estimators`` (a method table, or
+    ``{label: test relevance}`` for precomputed rankings such as random) and is scored, as it is, on the test
+    images with its top ``fractions`` removed. Records: variant ``"morf"``, ``seed`` the model's key, so they
+    pair with the retrained records of the same seed. Maps' noise is seeded by the model's key; ``fill`` as in
+    :func:`roar` (the default: ``train``'s per-channel mean). Models run on ``executor`` when given (CPU)."""
+    items = dict(estimators) if isinstance(estimators, Mapping) else {e: e for e in estimators}
+    given = {k: v for k, v in items.items() if isinstance(v, Tensor)}
+    methods = {k: v for k, v in items.items() if k not in given}
+    for label, t in given.items():
+        _check_maps_shape(t, test.x, f"test maps of {label!r}")
+    fractions = sorted({check_fraction("fractions", f) for f in fractions})
+    fill_name = fill if isinstance(fill, str) else "value"
+    if fill_name == "dataset_mean":
+        fill = dataset_mean(train.x)
+    tasks = [dict(model=m.cpu(), test=_strip(test), seed=int(s), given=given, methods=methods, order=list(items),
+                  target=target, defaults=defaults, fill=fill, fill_options=dict(fill_options or {}),
+                  rank_by=rank_by, reduce=reduce, fractions=fractions) for s, m in models.items()]
+    rows = [_original_unit(t) for t in tasks] if executor is None else list(executor.map(_original_unit, tasks))
+    return RoarResult([r for unit in rows for r in unit], dict(chance=1.0 / _num_classes(train, test),
+                                                                fractions=fractions, fill=fill_name, target=target))
 
 
 def _num_classes(train, test) -> int:
