@@ -9,7 +9,6 @@ from scipy import stats
 from torch import nn
 
 from xailab.papers import generalization as G
-from xailab.papers.generalization.experiment import _pairs
 
 
 def _rand(*shape, seed=0):
@@ -175,69 +174,105 @@ def test_trade_off_helpers():
 
 # ----------------------------------------------------------------------------- the experiment
 
-class _Tiny:
-    def __init__(self, n, k):
-        self.n, self.num_classes = n, k
-
-    def __len__(self):
-        return self.n
-
-
-def test_sizes_that_do_not_fit_fail_before_training():
-    with pytest.raises(ValueError, match="4 disjoint sets of 30 images need 120"):
-        G.disjoint_split_experiment(lambda s: nn.Linear(2, 2), _Tiny(100, 4), None, sizes=(20, 30), networks=4,
-                                    fit_options={"batch_size": 8})
-    with pytest.raises(ValueError, match=">= 2"):
-        G.check_sizes([10], 1, 100, num_classes=2, batch_size=8)
-    with pytest.raises(ValueError, match="too small"):
-        G.check_sizes([4], 2, 100, num_classes=2, batch_size=8)
-    assert G.check_sizes([25, 50], 2, 100, num_classes=2, batch_size=8) == [25, 50]
-
-
-def test_pairs():
-    assert _pairs(4, "disjoint") == [(0, 1), (2, 3)]
-    assert len(_pairs(4, "all")) == 6 and _pairs(4, 2) == [(0, 1), (0, 2)]
-    with pytest.raises(ValueError, match="pairs"):
-        _pairs(4, "some")
-
-
-def test_experiment_end_to_end_with_noise_floors():
+def _pool(n, seed=0):
     from xailab.data import shapes
-    from xailab.models import SmallCNN
 
-    data = shapes(72, size=8, seed=0, num_classes=2)
-    train, test = data[:64], data[64:]
+    return shapes(n, size=8, seed=seed, num_classes=2)
+
+
+def test_split_sets_are_disjoint_balanced_and_checked():
+    pool = _pool(200)
+    sets = G.split_sets(pool, (8, 16), 2, seed=0)
+    assert set(sets) == {(n, i, r) for n in (8, 16) for i in range(2) for r in ("A", "B", "A'")}
+    assert sets[(8, 0, "A'")] is sets[(8, 0, "A")]                       # the ceiling retrains A's own images
+    seen = [tuple(map(tuple, s.x.flatten(1)[:, :6].tolist())) for k, s in sets.items() if k[2] != "A'"]
+    rows = [r for s in seen for r in s]
+    assert len(rows) == len(set(rows)) == 2 * 2 * (8 + 16)                # no image in two sets, any size
+    assert all(int((s.y == 0).sum()) == len(s) // 2 for s in sets.values())   # class-balanced
+    with pytest.raises(ValueError, match="need 192"):
+        G.split_sets(_pool(100), (16, 32), 2, seed=0)
+
+
+def test_pairs_end_to_end_with_ceilings_and_floors():
+    from xailab.data import shapes
+    from xailab.models import ModelFactory
+
+    pool, test = _pool(200), shapes(40, size=8, seed=5, num_classes=2)
+    sets = G.split_sets(pool, (8, 16), 2, seed=0)
+    fn = ModelFactory("cnn", in_channels=3, num_classes=2, width=2, depth=1, input_size=8)
+    nets = G.train_pairs(fn, sets, arm="plain", seed=0, fit_options=dict(steps=3, batch_size=8), device="cpu", groups=2)
+    a, a2 = nets[(8, 0, "A")], nets[(8, 0, "A'")]
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), a2.parameters()))   # another order
+    start = G.train_pairs(fn, sets, arm="plain", seed=0, fit_options=dict(steps=1, batch_size=8, lr=1e-12),
+                          device="cpu")
+    assert all(torch.allclose(p, q) for p, q in zip(start[(8, 0, "A")].parameters(), start[(8, 0, "A'")].parameters()))
     methods = {"grad": "gradient", "SG": ("smoothgrad", {"sigma": 0.2, "n_samples": 2})}
-    res = G.disjoint_split_experiment(lambda s: SmallCNN(3, 2, width=2, depth=1, input_size=8, seed=s),
-                                      train, test, sizes=(8, 16), networks=4, methods=methods,
-                                      fit_options=dict(steps=3, batch_size=8), pairs="all", keep_maps=3,
-                                      progress=False, device="cpu")
-    assert {(r["n"], r["method"]) for r in res.rows} == {(n, m) for n in (8, 16) for m in methods}
-    assert len(res.select(n=16, method="grad")) == 6 and len(res.models[16]) == 4
-    for r in res.rows:
-        assert 0 <= r["spearman"] <= 1 and 0 <= r["l2"] <= math.sqrt(2) + 1e-9 and 0 <= r["agreement"] <= 1
-    assert res.maps[(8, "SG")].shape == (4, 3, 1, 8, 8)
-    mean, std, count = res.summary("spearman")[(16, "SG")]
-    assert count == 6 and 0 <= mean <= 1
-    sizes, ys, err = res.by_size("spearman", ["grad"])
-    assert sizes == [8, 16] and len(ys["grad"]) == 2
-    # networks of a pair differ (own data, own initialisation), so their maps are not identical
-    assert not torch.equal(res.maps[(8, "grad")][0], res.maps[(8, "grad")][1])
-    # floors: the gradient has no Monte-Carlo floor (deterministic), SmoothGrad has one; both have an order floor
-    assert res.floor_of("l2", 8, "grad", "mc") is None and res.floor_of("l2", 8, "SG", "mc") > 0
-    assert res.floor_of("l2", 16, "grad", "order") >= 0
+    records = G.compare_pairs(nets, sets, methods, test[:6], test, arm="plain", seed=0)
+    assert [(r.n, r.pair) for r in records] == [(8, 0), (8, 1), (16, 0), (16, 1)]
+    for r in records:
+        assert set(r.consistency) == set(r.ceiling) == set(methods) and set(r.floor) == {"SG"}
+        assert 0 <= r.consistency["grad"]["spearman"] <= 1 and 0 <= r.consistency["SG"]["l2"] <= math.sqrt(2) + 1e-9
+        assert 0 <= r.agreement <= 1 and set(r.accuracy) == set(r.train_accuracy) == {"A", "B", "A'"}
+        assert r.per_image["grad"]["spearman"].shape == (6,)
+        assert r.mean(["grad", "SG"], "l2") == pytest.approx((r.consistency["grad"]["l2"] + r.consistency["SG"]["l2"]) / 2)
+    again = G.compare_pairs(nets, sets, methods, test[:6], test, arm="plain", seed=0)
+    assert again[0].consistency == records[0].consistency                   # seeded
 
 
-def test_stability_fidelity_floor_and_limits():
+def test_sigma_sweep_floor_and_limits():
     from xailab.models import SmallCNN
 
-    torch.manual_seed(0)
     a = SmallCNN(3, 2, width=4, depth=2, input_size=8, seed=1).eval()
     b = SmallCNN(3, 2, width=4, depth=2, input_size=8, seed=2).eval()
     x = _rand(6, 3, 8, 8, seed=9).abs()
-    few = G.stability_fidelity(a, b, x, 0, [1e-6, 0.3], n_samples=4)
-    many = G.stability_fidelity(a, b, x, 0, [1e-6, 0.3], n_samples=64)
+    few = G.sigma_sweep(a, b, x, 0, [1e-6, 0.3], n_samples=4)
+    many = G.sigma_sweep(a, b, x, 0, [1e-6, 0.3], n_samples=64)
     assert many["fidelity"][0] < 1e-4 * max(many["gradient"], 1e-12) + 1e-8   # tiny sigma: SmoothGrad = gradient
     assert many["floor"][1] < few["floor"][1]                                  # more samples, less Monte-Carlo noise
     assert abs(many["stability"][0] - many["gradient"]) < 1e-4 * many["gradient"]
-    assert all(v >= 0 for v in many["stability"] + many["fidelity"] + many["floor"])
+    assert all(v >= 0 for v in many["stability"] + many["fidelity"] + many["floor"] + many["norm"])
+    assert all(0 <= v <= 1 for v in many["spearman"] + many["floor_spearman"])
+
+
+def test_unbiasedness_accepts_the_smoothed_gradient_and_rejects_the_unsmoothed_one():
+    w = torch.tensor([1.5, -0.5, 1.0], dtype=torch.float64)
+    wave = G.AnalyticScore(lambda y: torch.sin(y @ w))
+    x0 = torch.tensor([[0.4, -0.2, 0.7]], dtype=torch.float64)
+    sigma = 0.3
+    smoothed = w * torch.cos(x0[0] @ w) * math.exp(-sigma ** 2 * float(w @ w) / 2)
+    assert G.unbiasedness(wave, x0, smoothed, sigma, estimates=400, seed=1) < 4
+    assert G.unbiasedness(wave, x0, w * torch.cos(x0[0] @ w), sigma, estimates=400, seed=1) > 4
+    with pytest.raises(ValueError, match="x0"):
+        G.unbiasedness(wave, x0.repeat(2, 1), smoothed, sigma)
+
+
+def test_pairs_on_a_process_pool_equal_the_serial_run_even_with_spectral_norm():
+    from xailab.data import shapes
+    from xailab.models import ModelFactory
+    from xailab.utils import process_pool
+
+    pool, test = _pool(120), shapes(24, size=8, seed=5, num_classes=2)
+    sets = {k: v for k, v in G.split_sets(pool, (8,), 2, seed=0).items() if k[2] != "A'"}
+    fn = ModelFactory("cnn", in_channels=3, num_classes=2, width=2, depth=1, input_size=8, spectral_norm=True,
+                      output_scale=True)
+    opts = dict(steps=3, batch_size=8)
+    methods = {"SG": ("smoothgrad", {"sigma": 0.2, "n_samples": 2})}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)             # as in the workers: the same float reductions, bit for bit
+    try:
+        serial = G.train_pairs(fn, sets, arm="sn", seed=0, fit_options=opts, ceiling=False, device="cpu", groups=2)
+        serial_records = G.compare_pairs(serial, sets, methods, test[:4], test, arm="sn", seed=0)
+        serial_swept = G.sweep_pairs([(serial[(8, 0, "A")], serial[(8, 0, "B")])], test.x[:3], 0, [0.1], n_samples=2)
+    finally:
+        torch.set_num_threads(threads)
+    with process_pool(2) as ex:
+        pooled = G.train_pairs(fn, sets, arm="sn", seed=0, fit_options=opts, ceiling=False, device="cpu", groups=2,
+                               executor=ex)
+        records = G.compare_pairs(pooled, sets, methods, test[:4], test, arm="sn", seed=0, executor=ex)
+        swept = G.sweep_pairs([(pooled[(8, 0, "A")], pooled[(8, 0, "B")])], test.x[:3], 0, [0.1], n_samples=2,
+                              executor=ex)
+    for k in serial:
+        assert all(torch.equal(p, q) for p, q in zip(serial[k].state_dict().values(), pooled[k].state_dict().values()))
+    assert [r.consistency for r in records] == [r.consistency for r in serial_records]
+    assert [r.accuracy for r in records] == [r.accuracy for r in serial_records]
+    assert swept == serial_swept
