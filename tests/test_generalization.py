@@ -232,6 +232,12 @@ def test_sigma_sweep_floor_and_limits():
     assert abs(many["stability"][0] - many["gradient"]) < 1e-4 * many["gradient"]
     assert all(v >= 0 for v in many["stability"] + many["fidelity"] + many["floor"] + many["norm"])
     assert all(0 <= v <= 1 for v in many["spearman"] + many["floor_spearman"])
+    # one count per sigma: each sigma's maps are exactly those of a sweep at that count alone
+    mixed = G.sigma_sweep(a, b, x, 0, [1e-6, 0.3], n_samples=[4, 64])
+    assert mixed["n_samples"] == [4, 64]
+    assert mixed["floor"] == [few["floor"][0], many["floor"][1]] and mixed["l2"] == [few["l2"][0], many["l2"][1]]
+    with pytest.raises(ValueError, match="n_samples"):
+        G.sigma_sweep(a, b, x, 0, [0.1, 0.3], n_samples=[4])
 
 
 def test_unbiasedness_accepts_the_smoothed_gradient_and_rejects_the_unsmoothed_one():

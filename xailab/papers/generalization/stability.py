@@ -16,7 +16,7 @@ __all__ = ["AnalyticScore", "sigma_sweep", "sweep_pairs", "unbiasedness"]
 
 
 def sigma_sweep(model_a: nn.Module, model_b: nn.Module, x: Tensor, target, sigmas: Sequence[float], *,
-                n_samples: int = 100, seed: int = 0) -> dict[str, list[float]]:
+                n_samples: int | Sequence[int] = 100, seed: int = 0) -> dict[str, list[float]]:
     """Per σ of ``sigmas`` (a fraction of each image's value range), means over the images of ``x``:
 
     * ``spearman``, ``l2``: normalised Spearman and normalised L2 of the two networks' SmoothGrad maps
@@ -30,15 +30,19 @@ def sigma_sweep(model_a: nn.Module, model_b: nn.Module, x: Tensor, target, sigma
     * ``norm``: the mean ℓ2 norm of the signed SmoothGrad maps (part of a falling stability error is maps shrinking).
 
     Plus ``gradient``: the stability of the plain gradients (σ = 0), for reference. ``n_samples`` noisy copies
-    per map (the follow-up's code uses 100), noise seeded from ``seed``.
+    per map (the follow-up's code uses 100), one count for every σ or one per σ; noise seeded from ``seed``.
     """
     sigmas = [check_positive("sigma", s) for s in sigmas]
+    counts = [n_samples] * len(sigmas) if isinstance(n_samples, int) else list(n_samples)
+    if len(counts) != len(sigmas):
+        raise ValueError(f"n_samples must be one count or one per sigma ({len(sigmas)}), got {len(counts)}")
+    counts = [int(check_positive("n_samples", n, integer=True)) for n in counts]
     grads = [attribute(m, x, target, method="gradient").detach() for m in (model_a, model_b)]
     out = {key: [] for key in ("spearman", "l2", "stability", "fidelity", "floor", "floor_spearman", "floor_l2", "norm")}
-    out["sigma"] = list(sigmas)
+    out["sigma"], out["n_samples"] = list(sigmas), counts
     out["gradient"] = float(consistency(grads[0], other=grads[1], measure="distance", reduce=None).mean())
-    for s in sigmas:
-        opts = dict(method="smoothgrad", sigma=s, n_samples=n_samples)
+    for s, n in zip(sigmas, counts):
+        opts = dict(method="smoothgrad", sigma=s, n_samples=n)
         sg = [attribute(m, x, target, seed=derive_seed(seed, s, k), **opts).detach() for k, m in enumerate((model_a, model_b))]
         again = attribute(model_a, x, target, seed=derive_seed(seed, s, "again"), **opts).detach()
         for key, (u, v) in {"": (sg[0], sg[1]), "floor_": (sg[0], again)}.items():
@@ -58,7 +62,7 @@ def _sweep_unit(task: dict) -> dict:
 
 
 def sweep_pairs(pairs: Sequence[tuple[nn.Module, nn.Module]], x: Tensor, target, sigmas: Sequence[float], *,
-                n_samples: int = 100, seed: int = 0, executor=None) -> list[dict]:
+                n_samples: int | Sequence[int] = 100, seed: int = 0, executor=None) -> list[dict]:
     """:func:`sigma_sweep` for every pair ``(A, B)`` of networks from :func:`train_pairs` (pair ``i`` seeded from
     ``(seed, i)``), on ``executor`` when given."""
     tasks = [dict(a=ship(a), b=ship(b), x=x, target=target, sigmas=list(sigmas), n_samples=n_samples, seed=derive_seed(seed, i))
