@@ -1,4 +1,4 @@
-"""Run every notebook headlessly and write the scoreboard of what reproduces.
+"""Run every notebook headlessly and write the register's verdicts (one row per registered id).
 
     python -m xailab.workbook [--quick] [--only NAME ...] [-p key=value ...] [--out build]
     python -m xailab.workbook --only 02 --seeds 0,1,2 [--threads 1]      # verdict stability across seeds
