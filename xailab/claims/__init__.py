@@ -27,7 +27,6 @@ from typing import Mapping
 
 from xailab.claims.protocol import (CONTRADICTED, FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, REPRODUCED, VERDICTS,
                                     check_statistics, decide_claim)
-from xailab.claims.legacy import check, recorded   # the pre-register API, until every notebook is migrated
 from xailab.claims.register import REGISTER, Entry, entry
 from xailab.stats import BootEstimate, Estimate, TEstimate, boot_estimate, bootstrap_indices
 from xailab.utils import derive_seed
