@@ -11,7 +11,9 @@ same noise fed to both), and each method's time against its floor: the same numb
 gradient passes done as one batch. Then SmoothGrad, SmoothGrad^2 and VarGrad from shared samples
 (``ensemble``) against three separate NoiseTunnel calls (target >= 2.5x), and the peak memory of
 IG on the ResNet-18 batch, each measured in a fresh subprocess (``ru_maxrss``: the process's peak
-resident memory, which sees torch's allocations; "+" is the growth during the call).
+resident memory, which sees torch's allocations; "+" is the growth during the call). Last, the memory
+layout: the plain gradient pass as ``score_gradient`` runs it on a CPU (channels-last) against the same pass on
+the contiguous batch, as a per-pair time ratio (target < 1).
 
 Run: ``python bench/attribution.py [--quick] [--repeats 3] [--threads 1] [--captum-default-ig]``.
 ``--quick``: smaller CNN batch, IG steps and samples; the ResNet-18 part with batch 2. ``--captum-default-ig`` also measures Captum's IG
@@ -35,7 +37,7 @@ from captum.attr import (GuidedBackprop, GuidedGradCam, InputXGradient, Integrat
                          NoiseTunnel, Saliency)
 
 from xailab.attribution import attribute, ensemble, gradient
-from xailab.attribution._core import batch_rows
+from xailab.attribution._core import _score_gradient, batch_rows, score_gradient
 from xailab.attribution.cam import find_layer
 from xailab.models import SmallCNN
 
@@ -187,6 +189,17 @@ def run(which: str, batch: int, steps: int, samples: int, repeats: int) -> list[
     return table
 
 
+def layout(which: str, batch: int, repeats: int) -> float:
+    """The plain gradient as ``score_gradient`` runs it on a CPU (channels-last) against the same pass on the
+    contiguous batch: the median per-pair time ratio (< 1: channels-last is faster), outputs checked equal."""
+    model, x, t = setup(which, batch)
+    t_last, t_contig, ratio, (a, b) = timed_pair(lambda: score_gradient(model, x, t),
+                                                 lambda: _score_gradient(model, x.contiguous(), t), repeats)
+    print(f"gradient, channels-last vs contiguous ({which}, batch {batch}): {1e3 * t_last:.1f} ms vs "
+          f"{1e3 * t_contig:.1f} ms, ratio {ratio:.2f}, max rel diff {rel_diff(a, b):.1e}")
+    return ratio
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (VmHWM; ru_maxrss would inherit the parent's peak
     across exec), which counts torch's allocations unlike tracemalloc."""
@@ -241,6 +254,8 @@ def main() -> None:
     else:
         rows = run("cnn", 32, steps=32, samples=15, repeats=args.repeats)
     rows += run("resnet", batch, steps=4, samples=4, repeats=args.repeats)
+    print("\n== memory layout of the gradient pass (CPU)")
+    layouts = [layout("cnn", 16 if args.quick else 64, args.repeats), layout("resnet", batch, args.repeats)]
 
     print(f"\n== peak memory of integrated_gradients, ResNet-18, batch {batch} at 224 px, fresh process each")
     # our peak depends on the chunk size only, not on steps; Captum's default grows with steps x N
@@ -255,7 +270,7 @@ def main() -> None:
     worst = max(r["ratio"] for r in rows if r["method"] != "ensemble (3 stats)")
     speedups = [1 / r["ratio"] for r in rows if r["method"] == "ensemble (3 stats)"]
     print(f"\nworst ours/captum ratio {worst:.2f} (target <= 1.1); shared-sample ensemble speed-up "
-          f"{min(speedups):.2f}x (target >= 2.5x); total {time.perf_counter() - start:.0f} s")
+          f"{min(speedups):.2f}x (target >= 2.5x); channels-last/contiguous {max(layouts):.2f} (target < 1); total {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
