@@ -6,15 +6,20 @@
     python -m xailab.course check                           # is nbgrader here? if not, which command works
     python -m xailab.course edited SUBMITTED.ipynb ...      # test cells a student changed (nothing is run)
 
+A notebook's test cells also use :func:`own_work` from here: while a student's function runs, the xailab
+functions that the exercise asks the student to write by hand raise :class:`OwnWorkRequired`.
+
 A notebook's exercises live in its ``## Exercises`` section, which starts at a Markdown cell whose
 first line is that heading and runs to the next level-1 or level-2 heading (or the end). The
 section is self-contained: its first code cell builds everything the exercises use, so the
 ``parameters`` cell, the imports cell (the first code cell after it) and the section alone run
-the exercises. Each exercise is a Markdown task, a solution cell (nbgrader ``solution``, the answer
-between nbgrader's solution delimiters) and a graded test cell (nbgrader ``grade`` with ``points``,
-hidden asserts between its hidden-test delimiters). See docs/teaching.md. The delimiters are not
-spelt out in this file, because a release copies it: a release holds none of them (see
-:func:`find_markers`).
+the exercises. A coded exercise is a Markdown task, a solution cell (nbgrader ``solution``, the answer
+between nbgrader's solution delimiters) and one or more graded test cells (nbgrader ``grade`` with
+``points``, hidden asserts between its hidden-test delimiters). A written exercise is a Markdown task and
+a hand-graded Markdown answer cell (nbgrader ``grade`` and ``solution``): its whole text, notes for the
+grader, becomes nbgrader's "YOUR ANSWER HERE" in the student version. See docs/teaching.md. The
+delimiters are not spelt out in this file, because a release copies it: a release holds none of them
+(see :func:`find_markers`).
 
 Student versions are made by nbgrader's own preprocessors, the ones its ``generate_assignment``
 step runs, less the three that need a course (a header file, a kernel, the gradebook). nbgrader is
@@ -28,6 +33,9 @@ package, its build files and a generated README and Makefile for students. See d
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import inspect
 import json
 import os
 import shutil
@@ -35,6 +43,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -47,6 +56,10 @@ MARKERS = ("BEGIN " + "SOLUTION", "BEGIN " + "HIDDEN TESTS")
 #: The oldest Python nbgrader (the ``course`` extra) installs on, and the command that works on an older one.
 NBGRADER_PYTHON = (3, 11)
 NEWER_PYTHON_COMMAND = "make student PYTHON=python3.11"
+
+#: The repository URL in the notebooks' guarded install cell (``%pip install "xailab @ git+URL"``, run only where
+#: ``import xailab`` fails); a release made with ``--url`` writes the course's URL in its place.
+INSTALL_URL_PLACEHOLDER = "https://github.com/ORG/REPO"
 
 #: Registers the Jupyter kernel the notebooks name (``make setup`` runs it with .venv's python).
 KERNEL_COMMAND = 'python -m ipykernel install --sys-prefix --name xailab --display-name "Python (xailab)"'
@@ -62,8 +75,19 @@ class ExerciseCell:
     index: int          # position in the notebook's cell list
     grade_id: str
     solution: bool      # the student writes here
-    grade: bool         # the autograder scores this cell
+    grade: bool         # the cell earns points (by its tests, or by hand for a written answer)
     points: float       # 0 unless graded
+    markdown: bool = False  # a Markdown cell: with solution and grade, a written answer graded by hand
+
+    @property
+    def written(self) -> bool:
+        """A hand-graded written answer (nbgrader's "manually graded answer"), not run by the autograder."""
+        return self.markdown and self.solution and self.grade
+
+    @property
+    def autograded(self) -> bool:
+        """A test cell: nbgrader runs it and scores it by whether it raises."""
+        return self.grade and not self.solution
 
 
 def read_cells(path: Path) -> list[dict]:
@@ -83,13 +107,19 @@ def exercise_cells(path: Path) -> list[ExerciseCell]:
         meta = cell.get("metadata", {}).get("nbgrader")
         if meta is not None:
             found.append(ExerciseCell(i, meta.get("grade_id", ""), bool(meta.get("solution")),
-                                      bool(meta.get("grade")), float(meta.get("points", 0) or 0)))
+                                      bool(meta.get("grade")), float(meta.get("points", 0) or 0),
+                                      cell.get("cell_type") == "markdown"))
     return found
 
 
 def graded_cells(path: Path) -> list[ExerciseCell]:
-    """The cells of the notebook at ``path`` that nbgrader scores (``grade: true``)."""
+    """The cells of the notebook at ``path`` that earn points (``grade: true``): test cells and written answers."""
     return [c for c in exercise_cells(path) if c.grade]
+
+
+def written_answers(path: Path) -> list[ExerciseCell]:
+    """The hand-graded written-answer cells of the notebook at ``path`` (Markdown, ``grade`` and ``solution``)."""
+    return [c for c in exercise_cells(path) if c.written]
 
 
 def notebooks_with_exercises(folder: Path = NOTEBOOKS) -> list[Path]:
@@ -196,6 +226,98 @@ def write_student_versions(out: Path, folder: Path = NOTEBOOKS) -> list[Path]:
         tmp.replace(target)
         written.append(target)
     return written
+
+
+# ----------------------------------------------------------------------------- the student's own work
+class OwnWorkRequired(AssertionError):
+    """Raised by an xailab function that an exercise asks the student to write by hand, when the student's
+    answer calls it (see :func:`own_work`). An AssertionError, like every other failed check of a test cell."""
+
+
+#: The message in :func:`_refuse`'s code, replaced by :func:`refusal`'s for each blocked function.
+_PLACEHOLDER = "this xailab function is unavailable while an exercise's answer runs"
+
+
+def _refuse(*args, **kwargs):
+    # The code of this function replaces a blocked function's code (see library_unavailable), so it runs with
+    # that function's module globals: it may use builtins only. Its message is replaced per blocked function.
+    raise __import__("xailab.course", fromlist=["OwnWorkRequired"]).OwnWorkRequired(
+        "this xailab function is unavailable while an exercise's answer runs")
+
+
+if _PLACEHOLDER not in _refuse.__code__.co_consts:  # the two spellings above must stay the same
+    raise RuntimeError("xailab.course: _refuse no longer holds _PLACEHOLDER")
+
+#: id(function) -> (function, its own code) for every function made unavailable now.
+_UNAVAILABLE: dict[int, tuple[Callable, object]] = {}
+
+
+def refusal(task: str, function: Callable) -> str:
+    """The message a blocked ``function`` raises while the student's answer to ``task`` runs."""
+    name = getattr(function, "__qualname__", getattr(function, "__name__", repr(function)))
+    where = getattr(function, "__module__", None)
+    return (f"this exercise asks you to implement {task} yourself; calling xailab's {name}"
+            f"{f' (from {where})' if where else ''} is not allowed")
+
+
+def _target(function: Callable) -> Callable:
+    target = inspect.unwrap(function)
+    target = getattr(target, "__func__", target)        # a bound or class method: its function
+    if not inspect.isfunction(target):
+        raise TypeError(f"can only make Python functions unavailable, not {type(target).__name__} {target!r}")
+    if target.__closure__:
+        raise TypeError(f"{target.__qualname__} has a closure; make the function it wraps unavailable instead")
+    return target
+
+
+@contextlib.contextmanager
+def library_unavailable(*functions: Callable, task: str) -> Iterator[None]:
+    """While the block runs, calling any of ``functions`` raises :class:`OwnWorkRequired` (:func:`refusal`
+    says why); afterwards each works again, also when the block raised.
+
+    The functions' code objects are swapped, not the names that point to them, so every route to one fails
+    alike: the module attribute, a name imported into the notebook, the method registry behind
+    ``xailab.attribute(..., method=...)``, a method called on an instance, another xailab function that
+    calls it. Wrapped functions (``functools.wraps``) are blocked through the function they wrap. Nested
+    blocks are allowed: a function already blocked is restored by the block that blocked it."""
+    targets = list({id(t): t for t in map(_target, functions)}.values())
+    swapped = []
+    try:
+        for target in targets:
+            if id(target) in _UNAVAILABLE:
+                continue
+            message = refusal(task, target)
+            code = _refuse.__code__
+            consts = tuple(message if c == _PLACEHOLDER else c for c in code.co_consts)
+            names = {"co_name": target.__code__.co_name}
+            if hasattr(code, "co_qualname"):
+                names["co_qualname"] = target.__code__.co_qualname
+            _UNAVAILABLE[id(target)] = (target, target.__code__)
+            swapped.append(target)
+            target.__code__ = code.replace(co_consts=consts, **names)
+        yield
+    finally:
+        for target in swapped:
+            target.__code__ = _UNAVAILABLE.pop(id(target))[1]
+
+
+def own_work(answer: Callable, *functions: Callable, task: str) -> Callable:
+    """``answer`` (a student's function) wrapped so that, while it runs, ``functions`` (xailab's own
+    implementation of what the exercise asks for) raise :class:`OwnWorkRequired` naming ``task``.
+
+    A test cell calls the wrapped function where it would call the student's, and computes its references
+    outside it, with the library as it is::
+
+        ex_mask_auc = own_work(mask_auc, metrics.saliency_auc, task="the mask AUC")
+    """
+    _ = [_target(f) for f in functions]                 # a wrong target fails here, not inside the answer
+
+    @functools.wraps(answer)
+    def run(*args, **kwargs):
+        with library_unavailable(*functions, task=task):
+            return answer(*args, **kwargs)
+
+    return run
 
 
 # ----------------------------------------------------------------------------- the release tree
@@ -315,8 +437,9 @@ def write_release(out: Path, folder: Path = NOTEBOOKS, root: Path = ROOT, url: s
     The student versions of the notebooks with exercises (by :func:`write_student_versions`), the other
     notebooks of ``folder`` as they are, the package ``root/xailab`` without caches, :data:`RELEASE_FILES`,
     and a README (:func:`student_readme`, ``url`` the course repository's for ``pip install git+URL``) and
-    Makefile for students. Everything is built in a scratch folder and checked first: a ValueError, and
-    ``out`` untouched, when any file would hold one of :data:`MARKERS`. Then each path of
+    Makefile for students; with ``url``, the notebooks' install cells name it in place of
+    :data:`INSTALL_URL_PLACEHOLDER`. Everything is built in a scratch folder and checked first: a ValueError,
+    and ``out`` untouched, when any file would hold one of :data:`MARKERS`. Then each path of
     :data:`RELEASE_PATHS` in ``out`` is replaced; nothing else there is touched."""
     out, root, folder = Path(out).resolve(), Path(root).resolve(), Path(folder).resolve()
     _check_release_folder(out, root)
@@ -342,6 +465,11 @@ def write_release(out: Path, folder: Path = NOTEBOOKS, root: Path = ROOT, url: s
         for name in RELEASE_FILES:
             (stage / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / name, stage / name)
+        if url:
+            for path in notebooks.glob("*.ipynb"):   # the guarded install cell: install from the course's repository
+                text = path.read_text(encoding="utf-8")
+                if INSTALL_URL_PLACEHOLDER in text:
+                    path.write_text(text.replace(INSTALL_URL_PLACEHOLDER, url.rstrip("/")), encoding="utf-8")
         (stage / "README.md").write_text(student_readme(sorted(notebooks.glob("*.ipynb")), url), encoding="utf-8")
         (stage / "Makefile").write_text(STUDENT_MAKEFILE, encoding="utf-8")
         leaks = find_markers(stage)
@@ -383,8 +511,9 @@ def edited_cells(path: Path) -> list[str]:
 def _describe(path: Path) -> str:
     rows = [f"{path.name}:"]
     for c in exercise_cells(path):
-        role = "tests " if c.grade else "answer"
-        points = f"  ({c.points:g} point{'' if c.points == 1 else 's'})" if c.grade else ""
+        role = "written" if c.written else "tests  " if c.grade else "answer "
+        points = f"  ({c.points:g} point{'' if c.points == 1 else 's'}{', by hand' if c.written else ''})" \
+            if c.grade else ""
         rows.append(f"  cell {c.index:3d}  {role}  {c.grade_id}{points}")
     return "\n".join(rows)
 
