@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from xailab.attribution import parse_method
-from xailab.papers.roar import ModelFactory, PAPER_ESTIMATORS, RoarResult, relevance_maps, roar
+from xailab.papers.roar import ModelFactory, PAPER_ESTIMATORS, RoarResult, relevance_maps, roar, signed_fullgrad_maps
 from xailab.papers.roar import estimators as est_module
 
 MLP = ModelFactory("mlp", in_features=16, num_classes=2, hidden=(32,))
@@ -291,3 +291,16 @@ def test_collapsed_replicates_follow_the_registered_rule():
     edge = [dict(rows[0], fraction=0.7, seed=s, train_accuracy=a)
             for s, a in enumerate([0.95, 0.96, 0.97, chance + 0.075, chance + 0.076])]
     assert [(r["fraction"], r["seed"]) for r in RoarResult(rows + edge, {"chance": chance}).collapsed()] == [(0.5, 2), (0.7, 3)]
+
+
+def test_signed_fullgrad_maps_rank_by_the_signed_map_most_positive_first():
+    from xailab.attribution.fullgrad import fullgrad
+    from xailab.data import shapes
+    from xailab.models import SmallCNN
+
+    model = SmallCNN(3, 4, width=4, depth=2, input_size=16, seed=0).eval()
+    d = shapes(5, size=16, seed=1)
+    ranking = signed_fullgrad_maps(model, d, batch_size=2)
+    signed = fullgrad(model, d.x, model(d.x).argmax(1), post="signed").detach()
+    assert ranking.shape == signed.shape and (ranking.amin(dim=(1, 2, 3)) == 0).all()
+    assert torch.allclose(ranking - signed, (ranking - signed)[:, :1, :1, :1].expand_as(signed), atol=1e-6)

@@ -11,7 +11,7 @@
 - The data modification itself is :mod:`xailab.removal` (``remove``, ``keep``, the fills), shared
   with the other removal-based metrics; it is re-exported here for convenience.
 """
-from xailab.papers.roar.estimators import BASES, CONTROLS, PAPER_ESTIMATORS, relevance_maps
+from xailab.papers.roar.estimators import BASES, CONTROLS, PAPER_ESTIMATORS, relevance_maps, signed_fullgrad_maps
 from xailab.papers.roar.leakage import (LeakStudy, leak_study, mask_only_accuracies, mask_only_accuracy,
                                         pattern_visibility, removal_masks)
 from xailab.papers.roar.plot import plot, plot_families, plot_variants
@@ -23,4 +23,4 @@ from xailab.removal import keep, remove, removal_mask
 __all__ = ["BASES", "CONTROLS", "PAPER_ESTIMATORS", "VARIANTS", "LeakStudy", "ModelFactory", "RoarResult", "keep",
            "leak_study", "mask_only_accuracies", "mask_only_accuracy", "pattern_visibility", "plot", "plot_families", "plot_variants",
            "premise_rankings", "process_pool", "rank_agreement", "relevance_maps", "removal_mask", "removal_masks",
-           "remove", "retraining_shift", "roar", "run_cell", "share_kept", "toy_rankings", "without_retraining"]
+           "remove", "retraining_shift", "roar", "run_cell", "share_kept", "signed_fullgrad_maps", "toy_rankings", "without_retraining"]

@@ -23,7 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from xailab.attribution import TARGETS, MethodSpec, method_maps, method_table
+from xailab.attribution.fullgrad import fullgrad
 from xailab.attribution.specs import SQUARED, same_options
+from xailab.hooks import model_device
 from xailab.utils import atomic_file
 
 BASES = ("gradient", "guided_backprop", "integrated_gradients")
@@ -34,7 +36,7 @@ PAPER_ESTIMATORS = tuple(
         f"smoothgrad_sq({base})", f"vargrad({base})"))
 CACHE_VERSION = 2
 
-__all__ = ["PAPER_ESTIMATORS", "CONTROLS", "BASES", "relevance_maps", "cache_key", "atomic_save",
+__all__ = ["PAPER_ESTIMATORS", "CONTROLS", "BASES", "relevance_maps", "signed_fullgrad_maps", "cache_key", "atomic_save",
            "model_fingerprint"]
 
 
@@ -141,3 +143,18 @@ def relevance_maps(model: nn.Module, data, estimators, *, target: str = "label",
         raw = found[raw_of[label]]
         out[label] = raw ** 2 if spec.squared else raw
     return out
+
+
+def signed_fullgrad_maps(model: nn.Module, data, *, batch_size: int = 256) -> Tensor:
+    """Signed FullGrad of each image's predicted class as a ROAR ranking, most positive first: each image's signed
+    map (``post="signed"``) shifted so that its minimum is zero, ``(N, 1, H, W)`` on the CPU. The shift keeps the
+    order and makes ``abs-sum`` pixel ranking rank by the signed value."""
+    device = model_device(model)
+    out = []
+    for i in range(0, len(data), batch_size):
+        x = data.x[i:i + batch_size].to(device)
+        with torch.no_grad():
+            target = model(x).argmax(1)
+        out.append(fullgrad(model, x, target, post="signed").cpu())
+    m = torch.cat(out)
+    return m - m.amin(dim=(1, 2, 3), keepdim=True)
