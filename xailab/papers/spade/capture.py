@@ -6,9 +6,12 @@ Prunable layers are ``nn.Conv2d`` (unfolded to patches, so a convolution is a ma
 
 To trace several images at once, each prunable layer of a working copy is swapped for a
 :class:`MultiWeight` that holds one weight tensor per image and applies image ``b``'s weights to
-image ``b``'s views (a grouped convolution over the images, or a batched matmul), so one forward
-pass serves every image. Inputs are captured by a pre-hook that stops the forward pass as soon
-as the layer has received them (later layers are not needed yet).
+image ``b``'s views, so one forward pass serves every image. Every per-image product (a layer's
+output, its Hessian) is computed on that image's views alone, with the shapes a single-image trace
+uses: batched kernels (a grouped convolution over the images, a batched matmul) round differently
+with the batch size, and a trace must be bitwise the same whatever else shares its batch (register
+SPADE-8). Inputs are captured by a pre-hook that stops the forward pass as soon as the layer has
+received them (later layers are not needed yet).
 """
 from __future__ import annotations
 
@@ -86,14 +89,16 @@ def layer_hessian(module: nn.Module, inp: torch.Tensor, n_images: int,
     """
     v = inp.shape[0] // n_images
     per_image = inp.reshape(n_images, v, *inp.shape[1:])
-    H, n = None, 0
-    for i in range(0, v, chunk):
-        part = per_image[:, i:i + chunk].reshape(-1, *inp.shape[1:])
-        X = layer_samples(module, part, n_images)                  # (N, G, samples, cols)
-        h = (X.transpose(-1, -2) @ X).to(dtype)
-        H = h if H is None else H + h
-        n += X.shape[-2]
-    return H * (2.0 / n)
+    out = []
+    for image in per_image:                                        # one image at a time: see the module doc
+        H, n = None, 0
+        for i in range(0, v, chunk):
+            X = layer_samples(module, image[i:i + chunk], 1)[0]    # (G, samples, cols)
+            h = (X.transpose(-1, -2) @ X).to(dtype)
+            H = h if H is None else H + h
+            n += X.shape[-2]
+        out.append(H * (2.0 / n))
+    return torch.stack(out)
 
 
 class MultiWeight(nn.Module):
@@ -115,19 +120,15 @@ class MultiWeight(nn.Module):
         self.weight.data.copy_(W.reshape(self.weight.shape).to(self.weight.dtype))
 
     def forward(self, x):
-        n, m = self.n, self.inner
+        m = self.inner
+        parts = x.reshape(self.n, -1, *x.shape[1:]).unbind(0)     # image-major: (views, ...) per image
+        biases = [None] * self.n if self.bias is None else self.bias.unbind(0)
         if isinstance(m, nn.Linear):
-            xs = x.reshape(n, -1, x.shape[-1])
-            y = torch.baddbmm(self.bias.unsqueeze(1), xs, self.weight.transpose(1, 2)) \
-                if self.bias is not None else xs @ self.weight.transpose(1, 2)
-            return y.reshape(*x.shape[:-1], -1)
-        v = x.shape[0] // n
-        xs = x.reshape(n, v, *x.shape[1:]).transpose(0, 1).reshape(v, -1, *x.shape[2:])
-        w = self.weight.reshape(-1, *self.weight.shape[2:])
-        b = None if self.bias is None else self.bias.reshape(-1)
-        y = F.conv2d(xs, w, b, m.stride, _conv_padding(m), m.dilation, m.groups * n)
-        y = y.reshape(v, n, -1, *y.shape[2:]).transpose(0, 1)
-        return y.reshape(n * v, *y.shape[2:])
+            ys = [F.linear(p, w, b) for p, w, b in zip(parts, self.weight.unbind(0), biases)]
+        else:
+            ys = [F.conv2d(p, w, b, m.stride, _conv_padding(m), m.dilation, m.groups)
+                  for p, w, b in zip(parts, self.weight.unbind(0), biases)]
+        return torch.cat(ys).reshape(*x.shape[:-1], -1) if isinstance(m, nn.Linear) else torch.cat(ys)
 
 
 def swap_in(model: nn.Module, names: list[str], n_images: int) -> dict[str, MultiWeight]:
@@ -140,6 +141,41 @@ def swap_in(model: nn.Module, names: list[str], n_images: int) -> dict[str, Mult
         setattr(parent, child, wrapper)
         wrappers[name] = wrapper
     return wrappers
+
+
+def pooled_sources(model: nn.Module, x: torch.Tensor) -> dict[str, nn.Module]:
+    """``{linear name: pooling module}`` for every ``nn.Linear`` whose input is the global average of
+    the input of an ``nn.AdaptiveAvgPool2d`` called just before it (checked numerically on ``x``).
+
+    Global average pooling followed by a linear layer equals the linear layer applied at every position
+    and then averaged, so such a layer can be fitted on per-position features: views × positions
+    samples instead of one sample per view (a 64-input head on 48 views is otherwise undetermined)."""
+    names = {m: n for n, m in model.named_modules()}
+    calls: list = []
+
+    def hook(module, inputs):
+        calls.append((module, inputs[0].detach()))
+
+    with hooks_removed() as handles, torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.AdaptiveAvgPool2d, nn.Linear)):
+                handles.append(m.register_forward_pre_hook(hook))
+        model(x)
+    out, pool = {}, None
+    for module, inp in calls:
+        if isinstance(module, nn.AdaptiveAvgPool2d):
+            pool = (module, inp)
+        elif pool is not None and inp.ndim == 2 and pool[1].ndim == 4:
+            mean = pool[1].mean((2, 3))
+            if mean.shape == inp.shape and torch.allclose(mean, inp, rtol=1e-5, atol=1e-6):
+                out[names[module]] = pool[0]
+            pool = None
+    return out
+
+
+def per_position(features: torch.Tensor) -> torch.Tensor:
+    """``(N, C, h, w)`` feature maps as per-position samples of a linear layer, ``(N, h·w, C)``."""
+    return features.flatten(2).transpose(1, 2)
 
 
 def capture_input(model: nn.Module, layer: nn.Module, views: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from xailab.attribution import attribute
-from xailab.hooks import hooks_removed, model_device
+from xailab.hooks import model_device
 from xailab.papers.spade.augment import as_single_image, augment
 from xailab.papers.spade.capture import (PRUNABLE, capture_input, check_supported, execution_order,
-                                  layer_hessian, swap_in, weight_matrix)
+                                         layer_hessian, layer_samples, per_position, pooled_sources, swap_in,
+                                         weight_matrix)
 from xailab.papers.spade.schedule import layer_sparsities
 from xailab.papers.spade.solvers import SOLVERS, prune, reconstruction_error
 from xailab.utils import check_finite, check_positive, progress as _progress, resolve_device
@@ -39,14 +40,17 @@ class LayerReport:
     rel_error: float       # ‖WX − ŴX‖² / ‖WX‖² on this layer's captured inputs (0 if untouched)
     capture_s: float       # seconds to capture inputs and build H (shared by a batch of images)
     solve_s: float         # seconds in the solver (shared by a batch of images)
+    samples: int = 0       # samples the layer was fitted on per image (views × positions; 0 if untouched)
 
 
 @dataclass
 class TraceReport:
     """Per-layer record of a trace (returned next to the pruned model in a :class:`Trace`), and
     whether the trace still *is* the model it explains: ``agrees_on_input`` (same top-1 class as the
-    dense model on the traced image) and ``view_agreement`` (share of the augmented views on which the
-    two agree)."""
+    dense model on the traced image), ``view_agreement`` (share of the augmented views on which the
+    two agree) and ``agrees_after_bn`` (the same check after re-estimating the trace's batch-norm
+    statistics on its views, the SPADE authors' sanity check; equal to ``agrees_on_input`` without
+    batch norm)."""
     solver: str
     n_views: int
     seed: int
@@ -54,6 +58,7 @@ class TraceReport:
     layers: list[LayerReport] = field(default_factory=list)
     agrees_on_input: bool = True
     view_agreement: float = 1.0
+    agrees_after_bn: bool = True
 
     @property
     def capture_seconds(self) -> float:
@@ -82,7 +87,7 @@ class Trace(NamedTuple):
 def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: str = "constant",
                 solver: str = "fast", n_views: int = 64, seed: int = 0, device="auto",
                 dtype: torch.dtype = torch.float64, damp: float = 0.01, blocksize: int = 32,
-                dense_first: bool = True, obc_max_cols: int | None = 600,
+                dense_first: bool = True, obc_max_cols: int | None = 600, positions: bool = True,
                 augment_options: dict | None = None, progress: bool = True) -> list[Trace]:
     """One SPADE trace per image of ``xs (N, C, H, W)``, built together in one pass per layer.
 
@@ -91,7 +96,10 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
     :func:`trace`; every image gets the same ``n_views`` random transforms, so its trace equals
     the one :func:`trace` builds for it alone. With ``solver="obc"``, layers with more than
     ``obc_max_cols`` inputs per row (e.g. a 1024-input linear layer: ~10¹¹ flops exact) fall back
-    to ``fast``; each layer's report names the solver used (``None``: OBC everywhere).
+    to ``fast``; each layer's report names the solver used (``None``: OBC everywhere). With
+    ``positions`` a linear layer fed by global average pooling is fitted on the per-position features
+    (see :func:`~xailab.papers.spade.capture.pooled_sources`): its outputs are then reproduced at every
+    position of every view, which implies them on the pooled input.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -119,6 +127,7 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
     views = augment(xs, n_views, seed=seed, **(augment_options or {}))
     with torch.no_grad():
         dense_x, dense_views = work(xs).argmax(1), work(views).argmax(1)
+    pooled = pooled_sources(work, xs[:1]) if positions else {}
     wrappers = swap_in(work, names, n_img)
     reports = [TraceReport(solver, n_views, int(seed), n_img) for _ in range(n_img)]
     options = {"shared": 1} if solver == "magnitude" else {"damp": damp, "shared": 1}
@@ -135,7 +144,10 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
                                               0.0, 0.0, 0.0))
             continue
         t0 = time.perf_counter()
-        H = layer_hessian(module, capture_input(work, wrapper, views), n_img, dtype)
+        inp = (per_position(capture_input(work, pooled[name], views)) if name in pooled
+               else capture_input(work, wrapper, views))
+        samples = _samples(module, inp, n_img)
+        H = layer_hessian(module, inp, n_img, dtype)
         t1 = time.perf_counter()
         W = W.unsqueeze(0).expand(n_img, *W.shape).to(dtype)
         used = solver
@@ -144,7 +156,8 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
             options_used = {**options, "blocksize": blocksize}
         else:
             options_used = options
-        W_hat = prune(W, H, s, used, **options_used)
+        W_hat = torch.cat([prune(W[b:b + 1], H[b:b + 1], s, used, **options_used)   # per image: bitwise
+                           for b in range(n_img)])                                      # whatever the batch
         wrapper.set_matrix(W_hat)
         t2 = time.perf_counter()
         num = reconstruction_error(W, W_hat, H, relative=False).sum(-1)
@@ -153,21 +166,51 @@ def trace_batch(model: nn.Module, xs: torch.Tensor, sparsity=0.7, *, schedule: s
         zero = (W_hat == 0).flatten(1).float().mean(1).tolist()
         for b, rep in enumerate(reports):
             rep.layers.append(LayerReport(name, tuple(module.weight.shape), used, s, zero[b],
-                                          rel[b], t1 - t0, t2 - t1))
+                                          rel[b], t1 - t0, t2 - t1, samples))
 
     with torch.no_grad():                               # the trace must still be the model it explains
         same_x = (work(xs).argmax(1) == dense_x).tolist()
         same_views = (work(views).argmax(1) == dense_views).view(n_img, n_views).float().mean(1).tolist()
-    for rep, a, v in zip(reports, same_x, same_views):
-        rep.agrees_on_input, rep.view_agreement = bool(a), float(v)
     traces = []
-    for b in range(n_img):
+    for b, (rep, a, v) in enumerate(zip(reports, same_x, same_views)):
         t = copy.deepcopy(model).to(dev).eval()
         for name in names:
             layer = t.get_submodule(name)
             layer.weight.data.copy_(wrappers[name].weight[b].to(layer.weight.dtype))
-        traces.append(Trace(t, reports[b]))
+        rep.agrees_on_input, rep.view_agreement = bool(a), float(v)
+        with torch.no_grad():
+            own_views = views[b * n_views:(b + 1) * n_views]
+            rep.agrees_after_bn = bool(reestimate_batchnorm(t, own_views)(xs[b:b + 1]).argmax(1) == dense_x[b])
+        traces.append(Trace(t, rep))
     return traces
+
+
+def reestimate_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` in eval mode whose batch-norm layers hold the mean and (unbiased) variance of their
+    inputs over all of ``x``, computed in one forward pass (batch-wise running averages would weight batches, not
+    samples, and miss the variance between batches); ``model`` is untouched.
+
+    The SPADE authors re-estimate these statistics on a trace before checking that it still predicts like the
+    dense network (and only for that check: maps are computed on the trace as pruned)."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None                      # with one batch: exactly that batch's statistics
+    out.train()
+    with torch.no_grad():
+        out(x)
+    return out.eval()
+
+
+def _samples(module: nn.Module, inp: torch.Tensor, n_images: int) -> int:
+    """Samples per image a layer is fitted on (views × positions for a convolution or a per-position head)."""
+    per = inp.shape[0] // n_images
+    if isinstance(module, nn.Linear):
+        return per * (inp.shape[1] if inp.ndim == 3 else 1)
+    return per * layer_samples(module, inp[:1], 1).shape[-2]
 
 
 def trace(model: nn.Module, x: torch.Tensor, sparsity=0.7, *, schedule: str = "constant",
@@ -228,7 +271,7 @@ def overlap(a: nn.Module, b: nn.Module, layers=None) -> dict[str, float]:
 
 
 def layer_conditioning(model: nn.Module, x: torch.Tensor, *, n_views: int = 64, seed: int = 0, damp: float = 0.01,
-                       device="auto", augment_options: dict | None = None) -> list[dict]:
+                       device="auto", positions: bool = True, augment_options: dict | None = None) -> list[dict]:
     """How well the views of one image pin down each prunable layer's least-squares problem.
 
     For every Conv2d / Linear layer of the dense ``model`` (in execution order): ``cols`` (inputs per
@@ -239,7 +282,8 @@ def layer_conditioning(model: nn.Module, x: torch.Tensor, *, n_views: int = 64, 
     ``deficit`` = ``live - rank`` (directions among the live inputs that the views leave unconstrained,
     held only by the damping), and the condition numbers of ``H`` restricted to the live inputs, without
     and with the solver's damping (``damp`` × mean diagonal). The layer is *determined* by the views
-    when ``deficit == 0``. Grouped convolutions report their worst group.
+    when ``deficit == 0``. Grouped convolutions report their worst group. With ``positions`` (as in
+    :func:`trace_batch`) a linear layer fed by global average pooling is measured on per-position features.
     """
     x = as_single_image(x)
     check_finite("x", x)
@@ -247,9 +291,12 @@ def layer_conditioning(model: nn.Module, x: torch.Tensor, *, n_views: int = 64, 
     work = copy.deepcopy(model).to(dev).eval()
     views = augment(x.to(dev), int(check_positive("n_views", n_views, integer=True)), seed=seed,
                     **(augment_options or {}))
+    pooled = pooled_sources(work, views[:1]) if positions else {}
     rows = []
     for name, module in execution_order(work, views[:1]):
-        H = layer_hessian(module, capture_input(work, module, views), 1, torch.float64)[0]   # (groups, cols, cols)
+        inp = (per_position(capture_input(work, pooled[name], views)) if name in pooled
+               else capture_input(work, module, views))
+        H = layer_hessian(module, inp, 1, torch.float64)[0]   # (groups, cols, cols)
         live, rank, deficit, cond, cond_damped = [], [], [], [], []
         for h in H:
             alive = torch.diagonal(h) > 0
@@ -263,20 +310,7 @@ def layer_conditioning(model: nn.Module, x: torch.Tensor, *, n_views: int = 64, 
             deficit.append(int(alive.sum()) - r)
             cond.append(float(top / eig[0].clamp_min(1e-300)))
             cond_damped.append(float(damped[-1] / damped[0]))
-        samples = int(views.shape[0] * (1 if isinstance(module, nn.Linear) else
-                                        _positions(work, module, views[:1])))
+        samples = _samples(module, inp, 1)
         rows.append(dict(name=name, cols=H.shape[-1], samples=samples, live=min(live), rank=min(rank),
                          deficit=max(deficit), condition=max(cond), condition_damped=max(cond_damped)))
     return rows
-
-
-def _positions(model: nn.Module, module: nn.Module, x: torch.Tensor) -> int:
-    """Output positions of a convolution per image (the patches it sees)."""
-    box = {}
-
-    def hook(_module, _inputs, output):
-        box["shape"] = output.shape
-
-    with hooks_removed([module.register_forward_hook(hook)]), torch.no_grad():
-        model(x)
-    return int(box["shape"][-1] * box["shape"][-2])
