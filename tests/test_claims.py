@@ -67,6 +67,9 @@ def test_families_need_every_component_and_contradict_after_holm():
     assert decide_claim(e, dict(good, c5=t(0.01, 0.005)))[0] == CONTRADICTED
     with pytest.raises(ValueError, match="family of 6"):
         decide_claim(e, {"c0": t(0.1, 0.01)})
+    assert decide_claim(e, {"c0": t(0.1, 0.01)}, whole_family=False)[0] == REPRODUCED   # a CI-sized run's part
+    with pytest.raises(ValueError, match="family of 6"):
+        decide_claim(e, dict(good, c6=t(0.1, 0.01)), whole_family=False)               # never more than registered
 
 
 def test_under_powered_claims_are_inconclusive_whatever_they_show():
@@ -111,6 +114,8 @@ def test_rows_premises_probes_and_quick_mode(tmp_path, monkeypatch):
     assert "| SPADE-5 |" in claims.table()
     claims.start(quick=True, seed=0)
     assert claims.decide("ATTR-5", claims.over_images({"g": np.full(64, 0.3)}, id="ATTR-5"))["verdict"] == "not measured"
+    partial = claims.over_images({m: np.full(64, 0.05) for m in "abcd"}, id="SPADE-2")   # 4 of 10 methods
+    assert claims.decide("SPADE-2", partial)["verdict"] == "not measured"
 
 
 def test_image_bootstrap_shares_resamples_across_components_and_is_seeded():

@@ -90,8 +90,14 @@ def over_images(components: Mapping[str, object], *, id: str, n_boot: int = N_BO
     sizes = {len(v) for v in components.values()}
     if len(sizes) != 1:
         raise ValueError(f"{id}: every component must pair up the same images, got sizes {sorted(sizes)}")
-    idx = bootstrap_indices(sizes.pop(), n_boot, derive_seed(_SESSION.seed, id, "bootstrap"))
+    idx = image_resamples(sizes.pop(), id=id, n_boot=n_boot)
     return {name: boot_estimate(v, idx) for name, v in components.items()}
+
+
+def image_resamples(n: int, *, id: str, n_boot: int = N_BOOT) -> np.ndarray:
+    """The ``(n_boot, n)`` resampled image indices of claim ``id`` (seeded from the notebook's seed and ``id``),
+    for a statistic that is not a mean over images (recompute it on each resample, then :class:`BootEstimate`)."""
+    return bootstrap_indices(n, n_boot, derive_seed(_SESSION.seed, id, "bootstrap"))
 
 
 # ----------------------------------------------------------------------------------------------- recording
@@ -157,7 +163,7 @@ def decide(id: str, estimates: Mapping[str, Estimate], *, setting: str | None = 
     e = entry(id)
     for name, value in (probes or {}).items():
         probe(id, name, value)
-    verdict, comps, why = decide_claim(e, dict(estimates), delta=delta, margin=margin)
+    verdict, comps, why = decide_claim(e, dict(estimates), delta=delta, margin=margin, whole_family=not _SESSION.quick)
     if _SESSION.quick:
         verdict, why = NOT_MEASURED, "quick mode (CI-sized): claims are not decided"
     decisive = _decisive(verdict, comps, e.form)

@@ -87,14 +87,15 @@ def _pick(entry: Entry, value, name: str) -> float | None:
     return None if value is None else float(value)
 
 
-def decide_claim(entry: Entry, estimates: dict[str, Estimate], *, delta=None, margin=None
+def decide_claim(entry: Entry, estimates: dict[str, Estimate], *, delta=None, margin=None, whole_family: bool = True
                  ) -> tuple[str, list[Component], str]:
     """The verdict of claim ``entry`` from its components' ``estimates`` (``{name: Estimate}``), with ``delta``
     / ``margin`` taken from the register, or passed here where the register defines them from the run
-    (``"run"``). Returns ``(verdict, components, note)``."""
+    (``"run"``). ``whole_family=False`` accepts fewer components than registered (a CI-sized run, whose verdict
+    is not recorded). Returns ``(verdict, components, note)``."""
     if entry.kind != "claim":
         raise ValueError(f"{entry.id} is a {entry.kind}, not a claim")
-    if len(estimates) != entry.family:
+    if len(estimates) > entry.family or (whole_family and len(estimates) != entry.family):
         raise ValueError(f"{entry.id} is registered with a family of {entry.family}, got {len(estimates)} components")
     deltas = delta if entry.delta == "run" else entry.delta
     margins = margin if entry.margin == "run" else entry.margin

@@ -68,6 +68,8 @@ class TrojanTask:
     eval_object: torch.Tensor | None = None    # object masks of the evaluation images (N, 1, H, W)
     other_x: torch.Tensor | None = None        # clean test images of the other classes
     info: dict = field(default_factory=dict)
+    train: object = None            # the (stamped, relabelled) training set, a xailab.data.Data
+    test: object = None             # the clean test set, a xailab.data.Data
 
 
 ARCHITECTURES = ("cnn", "resnet")
@@ -139,7 +141,8 @@ def trojan_task(*, n_train: int = 3000, n_test: int = 800, size: int = 32, targe
     return TrojanTask(model.cpu().eval(), target_class, float(evaluate(model, test, device=device)),
                       flip_rate, *out["calib"], *out["eval"], clean, eval_object=objects["eval"], other_x=other,
                       info={"calib_designs": tuple(calib_designs), "eval_designs": tuple(eval_designs),
-                            "architecture": architecture, "opacity": opacity})
+                            "architecture": architecture, "opacity": opacity},
+                      train=train.data, test=test)
 
 
 def pixel_maps(model: nn.Module, x: torch.Tensor, target, method: str, *, batch_size: int | None = 1,
@@ -321,3 +324,58 @@ def stacked(rows: list[dict], metric: str = "auc") -> tuple[dict, dict]:
     maps = {k: torch.stack([g[i]["map"][None].cpu() for i in sorted(g)]) for k, g in groups.items()}
     scores = {k: torch.tensor([g[i][metric] for i in sorted(g)]) for k, g in groups.items()}
     return maps, scores
+
+
+def overlap_matrix(traces, layers) -> np.ndarray:
+    """``(n, n)`` mean Jaccard overlap of the kept weights over ``layers`` for every pair of traces (1 on the diagonal)."""
+    masks = [torch.cat([t.model.get_submodule(n).weight.detach().flatten() != 0 for n in layers]) for t in traces]
+    bounds = np.cumsum([0] + [traces[0].model.get_submodule(n).weight.numel() for n in layers])
+    n = len(traces)
+    out = np.eye(n)
+    for i, j in itertools.combinations(range(n), 2):
+        a, b = masks[i], masks[j]
+        per = [float((a[s:e] & b[s:e]).sum()) / max(float((a[s:e] | b[s:e]).sum()), 1.0)
+               for s, e in zip(bounds[:-1], bounds[1:])]
+        out[i, j] = out[j, i] = float(np.mean(per))
+    return out
+
+
+def similarity_contrast(overlaps: np.ndarray, similar: np.ndarray, indices: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean overlap of similar pairs minus that of the other pairs, and the same over each resample of images
+    (``indices (n_boot, n)``; pairs of an image with its own copy are left out)."""
+    def contrast(idx):
+        o, s = overlaps[np.ix_(idx, idx)], similar[np.ix_(idx, idx)]
+        distinct = idx[:, None] != idx[None, :]
+        upper = np.triu(np.ones_like(distinct), 1).astype(bool) & distinct
+        sim, oth = upper & s, upper & ~s
+        if not sim.any() or not oth.any():
+            return np.nan
+        return o[sim].mean() - o[oth].mean()
+
+    full = contrast(np.arange(len(overlaps)))
+    boot = np.array([contrast(i) for i in indices])
+    return float(full), boot[~np.isnan(boot)]
+
+
+def recomputed_errors(model: nn.Module, traced: nn.Module, x: torch.Tensor, names, *, n_views: int, seed: int,
+                      device="cpu", positions: bool = True) -> dict[str, float]:
+    """``‖W X − Ŵ X‖² / ‖W X‖²`` per layer of a trace, recomputed from scratch: X is the layer's input inside the
+    trace on the image's views (per position for a pooled head), W the dense weights, Ŵ the trace's."""
+    from xailab.papers.spade.augment import augment
+    from xailab.papers.spade.capture import capture_input, layer_samples, per_position, pooled_sources
+
+    views = augment(x.to(device), n_views, seed=seed)
+    pooled = pooled_sources(traced, views[:1]) if positions else {}
+    out = {}
+    for name in names:
+        dense_w, trace_w = model.get_submodule(name).weight.detach(), traced.get_submodule(name)
+        if torch.equal(dense_w.to(trace_w.weight), trace_w.weight):
+            continue
+        inp = per_position(capture_input(traced, pooled[name], views)) if name in pooled else \
+            capture_input(traced, trace_w, views)
+        X = layer_samples(trace_w, inp, 1)[0].double()                   # (groups, samples, cols)
+        g = X.shape[0]
+        W = dense_w.double().reshape(g, -1, X.shape[-1])
+        Wh = trace_w.weight.detach().double().reshape(g, -1, X.shape[-1])
+        out[name] = float(((X @ (W - Wh).transpose(1, 2)) ** 2).sum() / ((X @ W.transpose(1, 2)) ** 2).sum())
+    return out
