@@ -28,6 +28,8 @@ from xailab.attribution import method_maps
 from xailab.data import add_trigger, shapes
 from xailab.metrics import evaluate as evaluate_maps
 from xailab.models import SmallCNN, SmallResNet
+from xailab.papers.spade.augment import augment
+from xailab.papers.spade.capture import capture_input, layer_samples, per_position, pooled_sources
 from xailab.papers.spade.schedule import layer_sparsities
 from xailab.papers.spade.trace import overlap, trace_batch
 from xailab.stats import Interval, paired_bootstrap
@@ -361,9 +363,6 @@ def recomputed_errors(model: nn.Module, traced: nn.Module, x: torch.Tensor, name
                       device="cpu", positions: bool = True) -> dict[str, float]:
     """``‖W X − Ŵ X‖² / ‖W X‖²`` per layer of a trace, recomputed from scratch: X is the layer's input inside the
     trace on the image's views (per position for a pooled head), W the dense weights, Ŵ the trace's."""
-    from xailab.papers.spade.augment import augment
-    from xailab.papers.spade.capture import capture_input, layer_samples, per_position, pooled_sources
-
     views = augment(x.to(device), n_views, seed=seed)
     pooled = pooled_sources(traced, views[:1]) if positions else {}
     out = {}
