@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from xailab.stats import Interval, paired_bootstrap, paired_t, t_critical, t_interval
+from xailab.stats import Interval, boot_estimate, paired_bootstrap, paired_t, t_critical, t_interval
 
 
 def test_t_critical_is_students_quantile_with_a_bonferroni_family():
@@ -89,3 +89,13 @@ def test_paired_bootstrap_refuses_bad_input():
         paired_bootstrap([1.0, float("nan")], [0.0, 0.0])
 
 
+
+
+def test_boot_estimate_reads_a_mean_of_exactly_zero_as_zero():
+    # 0.1 + 0.2 − 0.3 + 0 is 5.6e-17 in floating point: a bootstrap bound there would read "CI95 > 0"
+    v = np.array([0.1, 0.2, -0.3, 0.0])
+    assert v.mean() != 0
+    est = boot_estimate(v, np.array([[0, 1, 2, 3], [1, 1, 1, 1], [0, 0, 0, 0]]))
+    assert est.mean == 0.0
+    assert est.boot.tolist() == [0.0, pytest.approx(0.2), pytest.approx(0.1)]
+    assert boot_estimate(np.full(4, 1e-20), np.zeros((1, 4), dtype=int)).mean == 1e-20  # small is not zero
