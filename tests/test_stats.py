@@ -89,8 +89,6 @@ def test_paired_bootstrap_refuses_bad_input():
         paired_bootstrap([1.0, float("nan")], [0.0, 0.0])
 
 
-
-
 def test_boot_estimate_reads_a_mean_of_exactly_zero_as_zero():
     # 0.1 + 0.2 − 0.3 + 0 is 5.6e-17 in floating point: a bootstrap bound there would read "CI95 > 0"
     v = np.array([0.1, 0.2, -0.3, 0.0])

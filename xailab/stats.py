@@ -215,9 +215,9 @@ def boot_estimate(values, indices: np.ndarray) -> BootEstimate:
     v = _values(values, "values")
     if indices.shape[1] != v.size:
         raise ValueError(f"indices resample {indices.shape[1]} images, values hold {v.size}")
-    # A mean whose exact value is 0 (three images +1/8, three −1/8) comes out as ±1e-18 in floating point, and a
-    # bound at +1e-18 would read "CI95 > 0": snap means within the sum's rounding error of 0 to exactly 0.
-    tol = 4 * v.size * np.finfo(np.float64).eps * (float(np.abs(v).max()) if v.size else 0.0)
-    mean, boot = float(v.mean()), v[indices].mean(1)
-    boot[np.abs(boot) <= tol] = 0.0
-    return BootEstimate(0.0 if abs(mean) <= tol else mean, boot, v.size)
+    # A mean that is 0 in exact arithmetic (per-image values 1/7, 4/7, −5/7) comes out as ±1e-17 in floating
+    # point, and a bound at +1e-17 would read "CI95 > 0": means within the sum's rounding error of 0 are 0.
+    tol = 4 * v.size * np.finfo(np.float64).eps * float(np.abs(v).max(initial=0.0))
+    means = np.append(v[indices].mean(1), v.mean())
+    means[np.abs(means) <= tol] = 0.0
+    return BootEstimate(means[-1], means[:-1], v.size)
