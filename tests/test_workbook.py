@@ -36,12 +36,18 @@ def books(tmp_path):
     return src
 
 
-def test_runner_reports_one_row_per_registered_id_and_stops_on_a_failed_premise(books, tmp_path, capsys):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_runner_reports_one_row_per_registered_id_and_stops_on_a_failed_premise(books, tmp_path, capsys, jobs):
     out = tmp_path / "build"
-    code = workbook.main(["--quick", "-p", "scale=3", "--notebooks", str(books), "--out", str(out)])
+    code = workbook.main(["--quick", "-p", "scale=3", "--notebooks", str(books), "--out", str(out), "--jobs", jobs])
     assert code == 1  # a premise failed: its notebook stopped
     printed = capsys.readouterr().out
-    assert "[1/2] 10_good ok" in printed and "[2/2] 20_bad STOPPED" in printed
+    if jobs == "1":   # one after another in this process
+        assert "[1/2] 10_good ok" in printed and "[2/2] 20_bad STOPPED" in printed
+    else:             # two processes at once: the order they finish in is the machine's
+        assert "2 notebook(s), 2 at once, 1 thread(s) each" in printed
+        assert "] 10_good ok" in printed and "] 20_bad STOPPED" in printed
+        assert not (out / ".parts").exists()          # the processes' folders are gone, their files moved up
     assert "PremiseFailed" in printed  # the failing cell's error is named
     assert "without encryption" not in capsys.readouterr().err  # kernels over IPC: a quiet run
     assert not list(books.glob("kernel-ipc*"))                   # and no sockets left beside the notebooks
@@ -85,6 +91,27 @@ def test_only_selects_by_prefix_and_rejects_unknown(books, tmp_path):
         == {"10_good"}
     with pytest.raises(SystemExit, match="no notebook matches"):
         workbook.main(["--only", "99", "--notebooks", str(books), "--out", str(out)])
+
+
+def test_plan_shares_the_cores_between_two_notebooks_by_default():
+    assert workbook.plan(None, None, 6, cores=2) == (2, 1)
+    assert workbook.plan(None, None, 6, cores=8) == (2, 4)
+    assert workbook.plan(None, None, 1, cores=8) == (1, None)     # one notebook: torch's default threads
+    assert workbook.plan(None, None, 6, cores=1) == (1, None)
+    assert workbook.plan(None, 2, 6, cores=2) == (1, 2)           # --threads 2 alone: one after another
+    assert workbook.plan(1, None, 6, cores=2) == (1, None)
+    assert workbook.plan(4, 1, 3, cores=2) == (3, 1)              # never more at once than notebooks
+    with pytest.raises(SystemExit):
+        workbook.main(["--jobs", "0"])
+
+
+def test_parallel_run_starts_with_the_longest_of_the_last_run(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"notebooks": [{"name": "a", "seconds": 1.0},
+                                                                      {"name": "c", "seconds": 9.0}]}))
+    earlier = workbook.previous_seconds(tmp_path)
+    order = workbook.longest_first([tmp_path / f"{n}.ipynb" for n in "abc"], earlier)
+    assert [p.stem for p in order] == ["c", "a", "b"]      # a notebook never timed keeps its place after the timed
+    assert workbook.previous_seconds(tmp_path / "nothing here") == {}
 
 
 def test_parse_parameter_takes_literals_or_strings():

@@ -11,6 +11,12 @@ links everything with each notebook's key figure. A notebook that stops (a premi
 not hold, or an error) is reported with its cell and error, the others still run, and the exit status is 1.
 A contradicted or inconclusive claim is a finding, not a failure.
 
+By default two notebooks run at once, each in its own ``python -m xailab.workbook`` process with half the cores
+as torch/OpenMP threads (one each on 2 cores) and its process pool off, the longest first when an earlier run in
+OUT recorded the times: the workbook's small networks gain little from a second thread, so two one-thread
+notebooks side by side keep both cores busier than one two-thread notebook after another. ``--jobs 1`` runs them
+one after another in this process (with ``--threads`` threads each, else torch's default).
+
 ``--seeds 0,1,2`` runs the selected notebooks once per seed, in parallel processes (``--threads`` torch and
 OpenMP threads each, the process pool of a notebook off, as many at once as the cores allow), each into
 ``OUT/seed-K/``, then writes ``OUT/stability.md`` and ``OUT/stability.json``: the verdict of every id at every
@@ -26,6 +32,7 @@ import argparse
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -161,10 +168,26 @@ def _arguments(argv):
     parser.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",") if s.strip()], metavar="0,1,2",
                         help="run once per seed, in parallel, and write the verdict-stability table")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch/OpenMP threads of each kernel (with --seeds: default 1)")
+                        help="torch/OpenMP threads of each kernel (default: the cores over the jobs; with --seeds 1)")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
-                        help="with --seeds: seeds run at once (default: the cores over the threads)")
-    return parser.parse_args(argv)
+                        help="notebooks (with --seeds: seeds) run at once (default: 2, or the cores over --threads)")
+    args = parser.parse_args(argv)
+    for name in ("threads", "jobs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    return args
+
+
+def plan(jobs: int | None, threads: int | None, notebooks: int, cores: int | None = None) -> tuple[int, int | None]:
+    """(notebooks at once, threads of each): by default two at once sharing the cores; with only ``threads``
+    given, as many at once as the cores allow. ``None`` threads: torch's default (a run of one at a time)."""
+    cores = cores or os.cpu_count() or 1
+    if jobs is None:
+        jobs = min(2, cores) if threads is None else max(1, cores // threads)
+    jobs = max(1, min(jobs, notebooks))
+    if threads is None and jobs > 1:
+        threads = max(1, cores // jobs)
+    return jobs, threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,27 +200,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.seeds:
         return stability(args, notebooks)
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)   # the kernels inherit it
+    jobs, threads = plan(args.jobs, args.threads, len(notebooks))
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)   # the kernels inherit it
     parameters = dict(args.params)
     parameters["quick"] = bool(args.quick or parameters.get("quick", False))
     args.out.mkdir(parents=True, exist_ok=True)
     clean_partials(args.out)
+    earlier = previous_seconds(args.out)
     (args.out / "manifest.json").unlink(missing_ok=True)  # the old run is no longer "finished"
 
-    outcomes: list[Outcome] = []
     try:
-        for i, nb in enumerate(notebooks, 1):
-            step = f"[{i}/{len(notebooks)}] {nb.stem}"
-            # two lines, because the kernel may print its own warnings while it runs
-            print(f"{step} running", flush=True)
-            outcome = run_notebook(nb, args.out, parameters, args.kernel)
-            outcomes.append(outcome)
-            verdicts = [c["verdict"] for c in outcome.claims if c.get("record") == "verdict"]
-            counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts)) or "no rows"
-            print(f"{step} {'ok' if outcome.ok else 'STOPPED'} ({outcome.seconds:.1f} s; {counts})", flush=True)
-            if not outcome.ok:
-                print(f"    {outcome.error}", flush=True)
+        if jobs > 1:
+            outcomes = run_parallel(args, notebooks, parameters, jobs, threads, earlier)
+        else:
+            outcomes = []
+            for i, nb in enumerate(notebooks, 1):
+                step = f"[{i}/{len(notebooks)}] {nb.stem}"
+                # two lines, because the kernel may print its own warnings while it runs
+                print(f"{step} running", flush=True)
+                outcomes.append(run_notebook(nb, args.out, parameters, args.kernel))
+                print_outcome(step, outcomes[-1])
     except KeyboardInterrupt:
         clean_partials(args.out)
         print("\ninterrupted: no report written; finished notebooks are in", args.out)
@@ -208,6 +231,74 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print("stopped notebooks:", ", ".join(failed))
     return 1 if failed else 0
+
+
+def print_outcome(step: str, outcome: Outcome) -> None:
+    verdicts = [c["verdict"] for c in outcome.claims if c.get("record") == "verdict"]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts)) or "no rows"
+    print(f"{step} {'ok' if outcome.ok else 'STOPPED'} ({outcome.seconds:.1f} s; {counts})", flush=True)
+    if not outcome.ok:
+        print(f"    {outcome.error}", flush=True)
+
+
+def finished_notebooks(out: Path) -> list[dict]:
+    """The notebooks of the finished run recorded in ``out/manifest.json`` (none when there is none)."""
+    try:
+        return list(json.loads((out / "manifest.json").read_text(encoding="utf-8"))["notebooks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def previous_seconds(out: Path) -> dict[str, float]:
+    return {n["name"]: n["seconds"] for n in finished_notebooks(out) if "name" in n and "seconds" in n}
+
+
+def longest_first(notebooks: list[Path], earlier: dict[str, float]) -> list[Path]:
+    """The notebooks by their time in the earlier run, longest first; those never timed after, in their order."""
+    return sorted(notebooks, key=lambda nb: -earlier.get(nb.stem, 0.0))
+
+
+def run_parallel(args, notebooks: list[Path], parameters: dict, jobs: int, threads: int,
+                 earlier: dict[str, float]) -> list[Outcome]:
+    """Run ``notebooks`` ``jobs`` at a time, each in its own workbook process (a kernel takes its claims log and
+    thread count from its process's environment, which threads of one process would share), the longest of the
+    earlier run first; the outcomes in the notebooks' order."""
+    order = longest_first(notebooks, earlier)
+    parts = args.out / ".parts"
+    params = {"workers": 1, **parameters}   # the notebook's own process pool would oversubscribe the cores
+    done: list[str] = []
+
+    def one(nb: Path) -> Outcome:
+        out = parts / nb.stem
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "xailab.workbook", "--only", nb.stem, "--out", str(out), "--jobs", "1",
+               "--threads", str(threads), "--notebooks", str(args.notebooks), "--kernel", args.kernel,
+               *[a for k, v in params.items() for a in ("-p", f"{k}={v!r}")]]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        start = time.perf_counter()
+        with open(out / "run.log", "w", encoding="utf-8") as log:
+            code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        recorded = [n for n in finished_notebooks(out) if n.get("name") == nb.stem]
+        if recorded:
+            outcome = Outcome(**recorded[0])
+        else:
+            outcome = Outcome(nb.stem, ok=False, seconds=time.perf_counter() - start,
+                              error=f"its workbook process exited with status {code} and no report: see {out / 'run.log'}")
+        for ext in ("ipynb", "html"):
+            if (out / f"{nb.stem}.{ext}").exists():
+                os.replace(out / f"{nb.stem}.{ext}", args.out / f"{nb.stem}.{ext}")
+        if recorded:
+            shutil.rmtree(out, ignore_errors=True)
+        done.append(nb.stem)
+        print_outcome(f"[{len(done)}/{len(notebooks)}] {nb.stem}", outcome)
+        return outcome
+
+    print(f"{len(notebooks)} notebook(s), {jobs} at once, {threads} thread(s) each", flush=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        outcomes = {o.name: o for o in pool.map(one, order)}
+    if parts.exists() and not any(parts.iterdir()):
+        parts.rmdir()
+    return [outcomes[nb.stem] for nb in notebooks]
 
 
 def stability(args, notebooks: list[Path]) -> int:
