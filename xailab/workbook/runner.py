@@ -47,6 +47,8 @@ from xailab.workbook.report import write_report, write_stability
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
+#: Under OUT: one folder per notebook running in its own process (``--jobs`` above 1), removed once it is done.
+PARTS = ".parts"
 
 
 @dataclass
@@ -223,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 print_outcome(step, outcomes[-1])
     except KeyboardInterrupt:
         clean_partials(args.out)
+        shutil.rmtree(args.out / PARTS, ignore_errors=True)   # the notebooks still running in their processes
         print("\ninterrupted: no report written; finished notebooks are in", args.out)
         return 130
     write_report(outcomes, args.out, parameters["quick"], parameters)
@@ -264,7 +267,7 @@ def run_parallel(args, notebooks: list[Path], parameters: dict, jobs: int, threa
     thread count from its process's environment, which threads of one process would share), the longest of the
     earlier run first; the outcomes in the notebooks' order."""
     order = longest_first(notebooks, earlier)
-    parts = args.out / ".parts"
+    parts = args.out / PARTS
     params = {"workers": 1, **parameters}   # the notebook's own process pool would oversubscribe the cores
     done: list[str] = []
 
