@@ -261,6 +261,17 @@ def longest_first(notebooks: list[Path], earlier: dict[str, float]) -> list[Path
     return sorted(notebooks, key=lambda nb: -earlier.get(nb.stem, 0.0))
 
 
+def run_workbook_process(args, only: list[str], out: Path, threads: int, params: dict) -> int:
+    """``python -m xailab.workbook --only ONLY --out OUT --jobs 1`` with ``threads`` OpenMP threads and ``params``
+    injected, its output in ``OUT/run.log``; its exit status."""
+    cmd = [sys.executable, "-m", "xailab.workbook", "--only", *only, "--out", str(out), "--jobs", "1",
+           "--threads", str(threads), "--notebooks", str(args.notebooks), "--kernel", args.kernel,
+           *[a for k, v in params.items() for a in ("-p", f"{k}={v!r}")]]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with open(out / "run.log", "w", encoding="utf-8") as log:
+        return subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 def run_parallel(args, notebooks: list[Path], parameters: dict, jobs: int, threads: int,
                  earlier: dict[str, float]) -> list[Outcome]:
     """Run ``notebooks`` ``jobs`` at a time, each in its own workbook process (a kernel takes its claims log and
@@ -274,13 +285,8 @@ def run_parallel(args, notebooks: list[Path], parameters: dict, jobs: int, threa
     def one(nb: Path) -> Outcome:
         out = parts / nb.stem
         out.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "xailab.workbook", "--only", nb.stem, "--out", str(out), "--jobs", "1",
-               "--threads", str(threads), "--notebooks", str(args.notebooks), "--kernel", args.kernel,
-               *[a for k, v in params.items() for a in ("-p", f"{k}={v!r}")]]
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         start = time.perf_counter()
-        with open(out / "run.log", "w", encoding="utf-8") as log:
-            code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        code = run_workbook_process(args, [nb.stem], out, threads, params)
         recorded = [n for n in finished_notebooks(out) if n.get("name") == nb.stem]
         if recorded:
             outcome = Outcome(**recorded[0])
@@ -312,13 +318,9 @@ def stability(args, notebooks: list[Path]) -> int:
 
     def one(seed: int) -> int:
         out = args.out / f"seed-{seed}"
-        cmd = [sys.executable, "-m", "xailab.workbook", "--only", *only, "--out", str(out), "--notebooks",
-               str(args.notebooks), "--kernel", args.kernel, "-p", f"seed={seed}", "-p", "workers=1",
-               *[a for k, v in args.params for a in ("-p", f"{k}={v!r}")], *(["--quick"] if args.quick else [])]
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "run.log", "w", encoding="utf-8") as log:
-            code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        params = {"seed": seed, "workers": 1, **dict(args.params), **({"quick": True} if args.quick else {})}
+        code = run_workbook_process(args, only, out, threads, params)
         print(f"seed {seed}: {'ok' if code == 0 else f'exit {code}'} (log: {out / 'run.log'})", flush=True)
         return code
 
