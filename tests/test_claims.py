@@ -84,9 +84,9 @@ def test_margins_are_the_registers_unless_it_defines_them_from_the_run():
         decide_claim(entry("FG-7"), {"x": t(1.0, 0.1, n=200)})
     assert decide_claim(entry("FG-7"), {"x": t(1.0, 0.1, n=200)}, margin=0.5)[0] == REPRODUCED
     gen = entry("GEN-1")                                  # two metrics, two margins
-    v, comps, _ = decide_claim(gen, {"spearman": t(0.001, 0.002, 24), "l2": t(0.001, 0.002, 24)})
+    v, comps, _ = decide_claim(gen, {"spearman": t(0.001, 0.002, 48), "l2": t(0.001, 0.002, 48)})
     assert [c.margin for c in comps] == [0.025, 0.07] and v == CONTRADICTED   # both equivalent to 0 within δ
-    v, comps, _ = decide_claim(gen, {"spearman": t(0.01, 0.002, 24), "l2": t(0.001, 0.002, 24)})
+    v, comps, _ = decide_claim(gen, {"spearman": t(0.01, 0.002, 48), "l2": t(0.001, 0.002, 48)})
     assert [c.outcome for c in comps] == [REPRODUCED, CONTRADICTED] and v == CONTRADICTED  # both metrics needed
 
 
@@ -127,3 +127,15 @@ def test_image_bootstrap_shares_resamples_across_components_and_is_seeded():
     assert np.array_equal(one["x"].boot, two["x"].boot)
     with pytest.raises(ValueError, match="same images"):
         claims.over_images({"x": a, "y": a[:10]}, id="SPADE-2")
+
+
+def test_stop_unless_records_nothing_when_the_premise_holds_and_stops_when_it_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv(claims.LOG_ENV, str(tmp_path / "claims.jsonl"))
+    claims.start(quick=False, seed=1, notebook="test")
+    claims.stop_unless("GEN-6", {"smallest final training accuracy": 0.99}, note="plain arm")
+    assert claims.rows() == []                                   # held: the full check is recorded later
+    with pytest.raises(claims.PremiseFailed, match="GEN-6"):
+        claims.stop_unless("GEN-6", {"smallest final training accuracy": 0.25}, replicates=120,
+                           note="plain arm: network (2500, 6, A') at 0.250")
+    (row,) = claims.rows()
+    assert row["verdict"] == "fails" and row["replicates"] == 120 and "(2500, 6, A')" in row["note"]

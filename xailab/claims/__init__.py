@@ -33,7 +33,8 @@ from xailab.utils import derive_seed
 
 __all__ = ["CONTRADICTED", "FAILS", "HOLDS", "INCONCLUSIVE", "LOG_ENV", "NOTEBOOK_ENV", "NOT_MEASURED", "REGISTER",
            "REPRODUCED", "VERDICTS", "Entry", "IdentityFailed", "PremiseFailed", "decide", "entry", "identity",
-           "not_measured", "over_images", "over_replicates", "premise", "probe", "rows", "slope", "start", "table"]
+           "not_measured", "over_images", "over_replicates", "premise", "probe", "rows", "slope", "start",
+           "stop_unless", "table"]
 
 #: Environment variables the workbook runner sets for each notebook's kernel.
 LOG_ENV = "XAILAB_CLAIMS"
@@ -214,6 +215,16 @@ def premise(id: str, statistics: Mapping, *, setting: str | None = None, replica
     """Check the registered premise ``id`` on ``statistics`` (``{check name: value}``); record the row; raise
     :class:`PremiseFailed` when it does not hold (the experiment is invalid)."""
     return _statistics(id, "premise", statistics, setting=setting, replicates=replicates, note=note)
+
+
+def stop_unless(id: str, statistics: Mapping, *, setting: str | None = None, replicates: int | None = None,
+                note: str = "") -> None:
+    """Check the registered premise or identity ``id`` early, as soon as part of its inputs exist (one arm of an
+    experiment): when it fails, record the row and stop the run as :func:`premise` does, before anything is
+    computed from the failing part; when it holds, record nothing (the notebook records the whole check later)."""
+    e = entry(id)
+    if check_statistics(e, statistics)[0] == FAILS:
+        _statistics(id, e.kind, statistics, setting=setting, replicates=replicates, note=note)
 
 
 def identity(id: str, statistics: Mapping, *, note: str = "") -> dict:
