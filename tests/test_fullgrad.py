@@ -281,3 +281,8 @@ def test_perturbation_table_keeps_every_image_for_paired_comparisons():
                                            most_salient=(which == "most")) for f in fractions]
             torch.testing.assert_close(values, torch.stack(expected).cpu())
     assert len(perturbation_figure(table, fractions, "test").axes) == 2
+    least = perturbation_table(model, x, target, maps, fractions, fills=("image_mean",), directions=("least",))
+    assert set(least) == {("image_mean", "least")}
+    torch.testing.assert_close(least[("image_mean", "least")]["FullGrad"], table[("image_mean", "least")]["FullGrad"])
+    with pytest.raises(ValueError, match="directions"):
+        perturbation_table(model, x, target, maps, fractions, directions=("lowest",))

@@ -99,13 +99,15 @@ def layer_figure(model: nn.Module, x: Tensor, target, n: int = 3) -> Figure:
 
 def perturbation_table(model: nn.Module, x: Tensor, target, maps: Mapping[str, Tensor], fractions,
                        fills: Sequence = ("image_mean", "blur"), *, blur_sigma: float = BLUR_SIGMA,
-                       ) -> dict[tuple, dict[str, Tensor]]:
+                       directions: Sequence[str] = ("least", "most")) -> dict[tuple, dict[str, Tensor]]:
     """Pixel perturbation of every map: ``{(fill, "least" | "most"): {label: change (fractions, images)}}``
-    (the catalogue's ``least_salient`` and ``most_salient``, one fraction at a time); per image, so
-    that methods can be compared paired."""
+    (the catalogue's ``least_salient`` and ``most_salient``, one fraction at a time, for each of
+    ``directions``); per image, so that methods can be compared paired."""
+    if not directions or any(d not in ("least", "most") for d in directions):
+        raise ValueError(f"directions must be a non-empty sequence of 'least' and 'most', got {directions!r}")
     out = {}
     for fill in fills:
-        for which in ("least", "most"):
+        for which in directions:
             metrics = {f: (f"{which}_salient", {"fractions": (f,), "fill": fill, "blur_sigma": blur_sigma})
                        for f in fractions}
             scores = evaluate(maps, metrics, model=model, x=x, target=target)
