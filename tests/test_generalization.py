@@ -282,3 +282,14 @@ def test_pairs_on_a_process_pool_equal_the_serial_run_even_with_spectral_norm():
     assert [r.consistency for r in records] == [r.consistency for r in serial_records]
     assert [r.accuracy for r in records] == [r.accuracy for r in serial_records]
     assert swept == serial_swept
+
+
+def test_least_fitted_names_the_network_with_the_lowest_training_accuracy():
+    from xailab.papers.generalization import PairRecord, least_fitted
+
+    a, b = PairRecord("plain", 250, 0), PairRecord("plain", 2500, 6)
+    a.train_accuracy = {"A": 1.0, "B": 0.99}
+    b.train_accuracy = {"A": 0.996, "B": 1.0, "A'": 0.25}
+    assert least_fitted([a, b]) == ((2500, 6, "A'"), 0.25)
+    with pytest.raises(ValueError, match="training accuracy"):
+        least_fitted([PairRecord("plain", 250, 0)])

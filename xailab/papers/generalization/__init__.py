@@ -17,7 +17,7 @@ from xailab.papers.generalization.bounds import (SQRT_2_OVER_PI, balancing_sigma
                                                  fidelity_bound, gradient_bound, gradient_map_complexity,
                                                  margin_bound, sgd_parameter_divergence, smoothgrad_bound,
                                                  smoothgrad_lipschitz, stability_bound)
-from xailab.papers.generalization.pairs import MEASURES, PairRecord, compare_pairs, split_sets, train_pairs
+from xailab.papers.generalization.pairs import MEASURES, PairRecord, compare_pairs, least_fitted, split_sets, train_pairs
 from xailab.papers.generalization.norms import (conv_dense_matrix, conv_spectral_norm, group_norm_21, layer_norms,
                                                 linear_layers, linear_spectral_norm, margins,
                                                 model_spectral_complexity, norms_table, spectral_complexity)
@@ -26,7 +26,7 @@ from xailab.papers.generalization.stability import AnalyticScore, sigma_sweep, s
 
 __all__ = ["AnalyticScore", "MEASURES", "SQRT_2_OVER_PI", "PairRecord", "balancing_sigma", "bound_inputs", "complexity_factor",
            "compare_pairs", "conv_dense_matrix", "conv_spectral_norm", "crossing_point", "fidelity_bound", "gradient_bound", "gradient_map_complexity",
-           "group_norm_21", "layer_norms", "linear_layers", "linear_spectral_norm", "margin_bound", "margins",
+           "group_norm_21", "layer_norms", "least_fitted", "linear_layers", "linear_spectral_norm", "margin_bound", "margins",
            "model_spectral_complexity", "norms_table", "sgd_parameter_divergence", "side_by_side", "sigma_sweep",
            "smoothgrad_bound", "smoothgrad_lipschitz", "spectral_complexity", "split_sets", "stability_bound", "sweep_pairs",
            "train_pairs", "unbiasedness"]

@@ -28,7 +28,7 @@ from xailab.metrics import consistency, prediction_agreement
 from xailab.train import evaluate, fit_many, predict
 from xailab.utils import check_positive, derive_seed
 
-__all__ = ["MEASURES", "PairRecord", "compare_pairs", "land", "ship", "split_sets", "train_pairs"]
+__all__ = ["MEASURES", "PairRecord", "compare_pairs", "land", "least_fitted", "ship", "split_sets", "train_pairs"]
 
 #: The register's two consistency metrics: normalised Spearman (higher: more consistent) and normalised L2.
 MEASURES = ("spearman", "l2")
@@ -204,3 +204,13 @@ def compare_pairs(networks: Mapping, sets: Mapping, methods, maps_data: Data, te
                   sets={r: sets[(n, i, r)] for r in ROLES if (n, i, r) in networks},
                   floor=floor_pairs is None or i < floor_pairs) for n, i in pairs]
     return [_compare_unit(t) for t in tasks] if executor is None else list(executor.map(_compare_unit, tasks))
+
+
+def least_fitted(records: Sequence[PairRecord]) -> tuple[tuple[int, int, str], float]:
+    """The network of ``records`` (from :func:`compare_pairs`) with the lowest training accuracy, as
+    ``((n, pair, role), accuracy)``: the premise that every network fits its own set (GEN-6) reads it."""
+    fit = {(r.n, r.pair, role): a for r in records for role, a in r.train_accuracy.items()}
+    if not fit:
+        raise ValueError("records hold no training accuracy")
+    worst = min(fit, key=fit.get)
+    return worst, fit[worst]
