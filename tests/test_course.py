@@ -425,7 +425,7 @@ def test_exercises_that_switch_xailab_off_have_a_cheat_to_prove_it(path):
 
 
 # ----------------------------------------------------------------------------- installing where xailab is missing
-WITH_INSTALL_CELL = ("00_tour", "01_attribution", "03_fullgrad")
+WITH_INSTALL_CELL = ("00_tour", "01_attribution", "02_roar", "03_fullgrad", "04_generalization", "05_spade")
 
 
 @pytest.mark.parametrize("stem", WITH_INSTALL_CELL)
@@ -736,3 +736,25 @@ def test_ci_template_builds_the_student_versions_and_runs_the_exercise_tests():
     uploads = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert any(str(u["with"]["path"]).strip().rstrip("/") == "build/student" for u in uploads), \
         "the student notebooks are uploaded"
+
+
+#: Slipped answers to 03's tanh exercise, each with the words its test cell's diagnostic must say.
+TANH_SLIPS = {
+    "the gradient alone: multiply it by x": ('"input": (x * g_x).detach()', '"input": g_x.detach()'),
+    "b1 is added before tanh, so use ∂f_c/∂z1": ('net[0].bias.detach() * g_z1', 'net[0].bias.detach() * g_a1'),
+    "multiply it by ∂f_c/∂z2": ('net[2].bias.detach() * g_out', 'net[2].bias.detach().expand_as(g_out)'),
+}
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("message", TANH_SLIPS)
+def test_tanh_exercise_names_the_slip_before_comparing_terms(message):
+    path = course.NOTEBOOKS / "03_fullgrad.ipynb"
+    indices = _indices_by_grade_id(path)
+    answer = indices["ex03_tanh_full_gradients"]
+    right, slipped = TANH_SLIPS[message]
+    solution = course.source(course.read_cells(path)[answer])
+    assert right in solution, f"03's tanh solution no longer holds {right!r}"
+    errors = _errors(path, ((answer, solution.replace(right, slipped)),))
+    error = errors[indices["ex03_tanh_full_gradients_test"]] or ""
+    assert error.startswith("AssertionError") and message in error, f"want a diagnostic naming {message!r}, got {error!r}"
