@@ -34,12 +34,28 @@ def test_environment_matches_pyproject():
     assert have == wanted
 
 
-def test_environment_is_conda_forge_with_pinned_python_and_editable_install():
+def test_environment_is_conda_forge_with_pinned_python_and_a_regular_install():
     env = _environment()
     assert env["channels"] == ["conda-forge"]
     pythons = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
     assert len(pythons) == 1 and re.fullmatch(r"python=3\.\d+", pythons[0]), pythons
-    assert env["dependencies"][-1] == {"pip": ["-e ."]}
+    # not editable: an editable install leaves out data files, the kernel among them
+    assert env["dependencies"][-1] == {"pip": ["."]}
+
+
+def test_the_package_installs_the_kernel_the_notebooks_name():
+    import json
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    (target, files), = setuptools["data-files"].items()
+    assert target == "share/jupyter/kernels/xailab" and files == ["share/jupyter/kernels/xailab/kernel.json"]
+    spec = json.loads((ROOT / files[0]).read_text())
+    # "python" is replaced by the Python of the Jupyter that starts the kernel (jupyter_client), which for a
+    # kernel found in an environment's prefix is that environment's Python
+    assert spec["argv"][:3] == ["python", "-m", "ipykernel_launcher"] and "{connection_file}" in spec["argv"]
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        kernelspec = json.loads(notebook.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
+        assert kernelspec["name"] == "xailab" and kernelspec["display_name"] == spec["display_name"], notebook.name
 
 
 def test_torch_is_a_range_within_the_machine_cap():

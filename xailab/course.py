@@ -322,7 +322,8 @@ def own_work(answer: Callable, *functions: Callable, task: str) -> Callable:
 
 # ----------------------------------------------------------------------------- the release tree
 #: Copied as they are from the repository into a release.
-RELEASE_FILES = ("pyproject.toml", "environment.yml", ".gitignore", "data/README.md")
+RELEASE_FILES = ("pyproject.toml", "environment.yml", ".gitignore", "data/README.md",
+                 "share/jupyter/kernels/xailab/kernel.json")   # the kernel pyproject.toml installs
 #: Every path a release writes; ``release`` replaces exactly these in its output folder and leaves the
 #: rest alone (a ``.git`` folder, a licence, the course's own pages).
 RELEASE_PATHS = ("README.md", "Makefile", *RELEASE_FILES, "notebooks", "xailab")
@@ -386,9 +387,11 @@ JupyterLab on `notebooks/`. Without make (Windows too), in this folder:
     {KERNEL_COMMAND}
     jupyter lab notebooks
 
-With conda: `conda env create -f environment.yml`, `conda activate xailab`, then the last two lines.
-On Colab, Binder or a JupyterHub: open a notebook and install the package into its Python from
-a new first cell, {install}; restart the kernel if pip asks. If Jupyter asks
+With conda: `conda env create -f environment.yml` (it installs the package and its kernel), then
+`conda activate xailab` and `jupyter lab notebooks`.
+On Colab, Binder or a JupyterHub: open a notebook and run it from the top; its first cell installs
+the package into the kernel's Python where it is missing (by hand: {install}); restart the kernel
+if pip asks. If Jupyter asks
 for a kernel (the notebooks name one called xailab), pick the Python you installed the package
 into. `device = "auto"` in the `parameters` cell uses a GPU when there is one (on Colab: Runtime →
 Change runtime type).
