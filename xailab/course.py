@@ -174,7 +174,7 @@ def nbgrader_missing(python: tuple[int, ...] | None = None, installed: bool | No
                 f"Without make: create an environment with Python >= {oldest} and run "
                 "`pip install -e '.[dev,course]'` in it (docs/course.md).")
     return (f"nbgrader (the course extra) is not installed{f' or does not import ({problem})' if problem else ''}: "
-            "`make setup-course` installs it into .venv, or `pip install -e '.[course]'` into this environment.")
+            "`make setup-course` installs it into .venv, or `pip install 'nbgrader>=0.9'` into this environment.")
 
 
 def _nbgrader():
