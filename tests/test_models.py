@@ -87,6 +87,21 @@ def test_depth_too_large_for_input_is_a_clear_error():
         make_model("vgg")
     with pytest.raises(ValueError, match="width"):
         SmallCNN(width=0)
+    with pytest.raises(ValueError, match="negative_slope"):
+        SmallCNN(negative_slope=1.0)
+
+
+def test_leaky_cnn_passes_gradient_where_every_unit_is_negative():
+    """04's recipe: with negative_slope > 0 a unit below zero on every input still has a gradient (a plain
+    ReLU network whose last convolution is negative everywhere has none, and cannot recover)."""
+    x = torch.rand(4, 3, 32, 32)
+    for slope, alive in ((0.0, False), (0.01, True)):
+        net = SmallCNN(width=4, negative_slope=slope, seed=0)
+        assert all(type(m) is (nn.LeakyReLU if slope else nn.ReLU) for n, m in net.named_modules() if "relu" in n)
+        with torch.no_grad():
+            net.features.conv3.bias.fill_(-1e3)   # the last convolution dead on every image
+        net(x).sum().backward()
+        assert bool(net.features.conv3.weight.grad.abs().sum() > 0) == alive
     with pytest.raises(ValueError, match="blocks"):
         SmallResNet(blocks=())
 

@@ -103,12 +103,13 @@ def _assert_same_models(ref, out, datasets, skip=()):
 SEEDS = [0, 1, 2]
 
 
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_fit_many_equals_fit_one_by_one_on_own_datasets(batch_norm):
+@pytest.mark.parametrize("batch_norm,slope", [(False, 0.0), (True, 0.0), (False, 0.1)])
+def test_fit_many_equals_fit_one_by_one_on_own_datasets(batch_norm, slope):
     datasets = [bright_quadrant(80, seed=10 + k) for k in range(3)]
 
     def model_fn(seed):
-        return SmallCNN(in_channels=1, num_classes=2, width=4, input_size=8, batch_norm=batch_norm, seed=seed)
+        return SmallCNN(in_channels=1, num_classes=2, width=4, input_size=8, batch_norm=batch_norm,
+                        negative_slope=slope, seed=seed)
 
     kw = dict(epochs=2, lr=3e-3, batch_size=16, progress=False)
     ref = [fit(model_fn(s), d, seed=s, **kw) for s, d in zip(SEEDS, datasets)]

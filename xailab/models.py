@@ -31,6 +31,10 @@ __all__ = ["SmallCNN", "SmallResNet", "MLP", "make_model", "MODELS", "ModelFacto
 class SmallCNN(nn.Module):
     """``depth`` blocks ``conv3x3 -> [BatchNorm] -> ReLU -> MaxPool2``, then ``fc1 -> ReLU -> fc2``.
 
+    ``negative_slope > 0`` makes every ReLU a leaky one (``nn.LeakyReLU``, still named ``relu*``): a unit
+    whose pre-activation is negative on every image still passes gradient, so no layer can die for good
+    early in training (04's recipe; a plain ReLU network there lost every unit of its last convolution).
+
     Block ``i`` (1-based) has ``width * 2**(i-1)`` channels; the hidden layer of the head has
     ``4 * width`` units. Each pooling halves the spatial size (floor), so ``input_size // 2**depth``
     must stay >= 1: an 8-px digit allows ``depth <= 3``.
@@ -55,11 +59,13 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 4, width: int = 16, depth: int = 3,
                  input_size: int = 32, batch_norm: bool = False, spectral_norm: bool = False,
-                 output_scale: bool = False, seed: int = 0):
+                 output_scale: bool = False, negative_slope: float = 0.0, seed: int = 0):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
                             ("width", width), ("depth", depth), ("input_size", input_size)):
             check_positive(name, value, integer=True)
+        if not 0.0 <= float(negative_slope) < 1.0:
+            raise ValueError(f"negative_slope must lie in [0, 1) (0: plain ReLU), got {negative_slope!r}")
         final = input_size // 2 ** depth
         if final < 1:
             max_depth = max(int(input_size).bit_length() - 1, 0)
@@ -67,6 +73,8 @@ class SmallCNN(nn.Module):
                              f"use depth <= {max_depth} for input_size={input_size}")
         self.in_channels, self.num_classes, self.input_size = in_channels, num_classes, input_size
         self.batch_norm, self.spectral_norm = bool(batch_norm), bool(spectral_norm)
+        self.negative_slope = float(negative_slope)
+        act = (lambda: nn.LeakyReLU(self.negative_slope)) if self.negative_slope else nn.ReLU
         # a learned temperature exp(t) on the logits: lets a spectrally normalised network reach confident outputs,
         # and changes no map's ranking or normalised distance (every map of the network scales by it)
         self.log_scale = nn.Parameter(torch.zeros(())) if output_scale else None
@@ -79,14 +87,14 @@ class SmallCNN(nn.Module):
                 layers[f"conv{i}"] = wrap(nn.Conv2d(c_in, c_out, 3, padding=1, bias=True))
                 if batch_norm:
                     layers[f"bn{i}"] = nn.BatchNorm2d(c_out)
-                layers[f"relu{i}"] = nn.ReLU()
+                layers[f"relu{i}"] = act()
                 layers[f"pool{i}"] = nn.MaxPool2d(2)
                 c_in = c_out
             self.features = nn.Sequential(layers)
             hidden = 4 * width
             self.classifier = nn.Sequential(OrderedDict([
                 ("fc1", wrap(nn.Linear(c_in * final * final, hidden))),
-                ("relu", nn.ReLU()),
+                ("relu", act()),
                 ("fc2", wrap(nn.Linear(hidden, num_classes))),
             ]))
 

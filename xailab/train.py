@@ -256,7 +256,7 @@ def _plain_layers(model: nn.Module) -> list | None:
     else:
         return None
     for m in layers:
-        if m is _FLATTEN or isinstance(m, (nn.ReLU, nn.MaxPool2d)):
+        if m is _FLATTEN or isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.MaxPool2d)):
             continue
         if parametrize.is_parametrized(m):
             return None
@@ -343,7 +343,8 @@ class _Fused(nn.Module):
     ``ReLU -> MaxPool`` is evaluated as ``MaxPool -> ReLU``: the same function (ReLU is monotone,
     so it commutes with max) and the same gradient (both route it to the window's arg-max when
     that is positive and give zero otherwise; only exactly tied positive maxima could differ), on
-    a tensor four times smaller."""
+    a tensor four times smaller. The same holds for a leaky ReLU (strictly increasing: the arg-max
+    is the same, and the gradient is scaled by its slope there either way)."""
 
     def __init__(self, models: list[nn.Module]):
         super().__init__()
@@ -364,8 +365,8 @@ class _Fused(nn.Module):
             elif isinstance(m, nn.MaxPool2d):  # acts per channel: nothing to fuse
                 ops.append(nn.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation,
                                         ceil_mode=m.ceil_mode))
-            else:
-                ops.append(nn.ReLU())
+            else:  # ReLU or LeakyReLU: stateless, one module serves every model
+                ops.append(copy.deepcopy(m))
         self.ops = nn.ModuleList(ops)
         self.flatten_at = next((i for i, m in enumerate(chains[0]) if m is _FLATTEN), None)
 
@@ -379,7 +380,7 @@ class _Fused(nn.Module):
             op = ops[i]
             if i == self.flatten_at:  # (B, K*C, h, w) -> (K, B, C*h*w), torch.flatten's order
                 x = x.contiguous().reshape(b, k, -1).transpose(0, 1)
-            elif isinstance(op, nn.ReLU) and i + 1 < len(ops) and isinstance(ops[i + 1], nn.MaxPool2d):
+            elif isinstance(op, (nn.ReLU, nn.LeakyReLU)) and i + 1 < len(ops) and isinstance(ops[i + 1], nn.MaxPool2d):
                 x = op(ops[i + 1](x))
                 i += 1
             else:
