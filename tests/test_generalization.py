@@ -238,6 +238,15 @@ def test_sigma_sweep_floor_and_limits():
     assert mixed["floor"] == [few["floor"][0], many["floor"][1]] and mixed["l2"] == [few["l2"][0], many["l2"][1]]
     with pytest.raises(ValueError, match="n_samples"):
         G.sigma_sweep(a, b, x, 0, [0.1, 0.3], n_samples=[4])
+    # without the floor: the same maps and measures, no floor keys (the floor's noise is drawn apart)
+    bare = G.sigma_sweep(a, b, x, 0, [1e-6, 0.3], n_samples=64, floor=False)
+    assert not any(k.startswith("floor") for k in bare)
+    assert {k: v for k, v in many.items() if not k.startswith("floor")} == bare
+    from xailab.models import ModelFactory
+    a.origin, b.origin = (ModelFactory("cnn", in_channels=3, num_classes=2, width=4, depth=2, input_size=8), 1), \
+        (ModelFactory("cnn", in_channels=3, num_classes=2, width=4, depth=2, input_size=8), 2)   # what ship() needs
+    swept = G.sweep_pairs([(a, b), (b, a)], x, 0, [0.3], n_samples=4, floor_pairs=1)
+    assert "floor" in swept[0] and "floor" not in swept[1]
 
 
 def test_unbiasedness_accepts_the_smoothed_gradient_and_rejects_the_unsmoothed_one():
