@@ -44,7 +44,7 @@ RUN_WORDS = re.compile(r"\b(?:our|this|the|a) (?:default |quick )?runs?\b|\bseed
 #: A number with two or more decimals reads as a measurement ...
 MEASURED = re.compile(r"(?<![\w.$])\d+\.\d{2,}(?![\w.])")
 #: ... except these, quoted from the papers or naming a setting, per notebook.
-QUOTED = {"02_roar": {"0.01", "0.83"}, "01_attribution": {"0.15", "0.01"}}
+QUOTED = {"02_roar": {"0.01", "0.83"}, "01_attribution": {"0.15", "0.01"}, "04_generalization": {"0.01"}}
 
 
 def _typed_measurements(stem: str, text: str) -> list[str]:
