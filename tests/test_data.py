@@ -360,3 +360,26 @@ def test_shapes_context_spreads_same_class_evidence_and_mask_of_selects_what_is_
         D.shapes(4, mask_of="both")
     with pytest.raises(ValueError, match="context"):
         D.shapes(4, context=-1)
+
+
+def test_shapes_decoys_are_class_independent_clutter_outside_the_mask():
+    kw = dict(size=32, seed=6, noise=0.0, texture=0.0, distractors=0)
+    plain, cluttered = D.shapes(200, **kw), D.shapes(200, **kw, decoys=3)
+    assert torch.equal(plain.x, D.shapes(200, **kw, decoys=0).x)          # decoys=0: the images of before
+    assert torch.equal(plain.y, cluttered.y) and torch.equal(plain.mask, cluttered.mask)  # labels and evidence kept
+    # decoys change pixels outside the object (the mask) and leave the object itself drawn on top, uncovered
+    bare = D.shapes(200, **kw, decoys=3, draw_object=False)                # the same images without the object
+    inside = cluttered.mask.bool().expand_as(cluttered.x)
+    assert torch.equal(bare.x[~inside], cluttered.x[~inside])             # decoys drawn whatever draw_object says
+    assert not torch.equal(bare.x[inside], cluttered.x[inside])
+    background = D.shapes(200, **kw, decoys=3, draw_object=False, decoy_scale=(0.1, 0.16))
+    assert torch.equal(background.x, bare.x)
+    # clutter, not evidence: decoy kinds are drawn independently of the class, every kind in every class
+    kinds = cluttered.meta["decoy_kinds"]
+    assert kinds.shape == (200, 3) and "decoy_kinds" not in plain.meta
+    counts = torch.stack([torch.bincount(kinds[cluttered.y == c].flatten(), minlength=4) for c in range(4)]).float()
+    assert (counts > 0).all() and (counts / counts.sum(1, keepdim=True) - 0.25).abs().max() < 0.12
+    with pytest.raises(ValueError, match="decoys"):
+        D.shapes(4, decoys=-1)
+    with pytest.raises(ValueError, match="decoy_scale"):
+        D.shapes(4, decoys=1, decoy_scale=(0.3, 0.2))

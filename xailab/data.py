@@ -213,7 +213,8 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
            background: tuple[float, float] = (0.1, 0.5), texture: float = 0.15,
            brightness: tuple[float, float] = (0.8, 1.0), draw_object: bool = True, cue: str = "kind",
            objects: int = 1, context: int = 0, context_scale: tuple[float, float] = (0.07, 0.1),
-           mask_of: str = "evidence") -> Data:
+           mask_of: str = "evidence", decoys: int = 0, decoy_scale: tuple[float, float] = (0.1, 0.16),
+           decoy_kinds: Sequence[int] | None = None) -> Data:
     """Synthetic colour images whose class is the kind of one object (square, disc, triangle ...).
 
     Each image: a smooth random colour field with values in ``background`` plus a finer texture
@@ -241,6 +242,12 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
     (default) marks the object(s) and the context, ``"object"`` the object(s) alone; the images are the same
     either way.
 
+    ``decoys``: how many small shapes (radius ``decoy_scale`` x ``size``) of a random kind among the classes'
+    kinds (or among ``decoy_kinds``, class indices), in a random colour, every image carries whatever its class, under the context and the object and never
+    in the mask: class-independent clutter that partly looks like every class, as a real scene holds things that
+    resemble other classes; their kinds are in ``meta["decoy_kinds"]`` ``(N, decoys)``. With ``decoys=0``
+    (default) nothing is drawn for them and the images are those of earlier versions.
+
     ``mask`` is exactly the objects' pixels: they are drawn last and opaque, so no pixel outside
     the mask depends on them. ``draw_object=False`` gives the same images (same random draws)
     without the objects, with the same mask (where the objects would be).
@@ -259,6 +266,11 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
         raise ValueError(f"cue must be one of {CUES}, got {cue!r}")
     if mask_of not in ("evidence", "object"):
         raise ValueError(f"mask_of must be 'evidence' or 'object', got {mask_of!r}")
+    if decoy_kinds is not None and (not len(decoy_kinds) or any(not 0 <= int(k) < num_classes for k in decoy_kinds)):
+        raise ValueError(f"decoy_kinds must be class indices in [0, {num_classes - 1}], got {decoy_kinds!r}")
+    if decoys < 0 or not 0 < decoy_scale[0] <= decoy_scale[1] <= 0.5:
+        raise ValueError(f"decoys must be >= 0 and decoy_scale (low, high) with 0 < low <= high <= 0.5, "
+                         f"got {decoys}, {decoy_scale}")
     if context < 0 or not 0 < context_scale[0] <= context_scale[1] <= 0.5:
         raise ValueError(f"context must be >= 0 and context_scale (low, high) with 0 < low <= high <= 0.5, "
                          f"got {context}, {context_scale}")
@@ -290,6 +302,10 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
     else:
         for o in obj + ctx:
             o["kind"] = y
+    decoy = [_object_draws(n, size, *decoy_scale, rotation, brightness, g) for _ in range(decoys)]
+    pick = torch.tensor(range(num_classes) if decoy_kinds is None else list(decoy_kinds), dtype=torch.long)
+    for o in decoy:  # after every other draw, so that decoys=0 leaves the random stream as it was
+        o["kind"] = pick[torch.randint(0, len(pick), (n,), generator=g)]
     if cue in ("colour", "both"):
         for o in obj + ctx:  # the drawn hue, moved into the class's band
             o["colour"] = _hsv_to_rgb((y + (o["hue"] - 0.5) / 2) / num_classes % 1.0, o["sat"], o["val"])
@@ -306,6 +322,8 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
         bg = bg + texture * (_smooth_field(b, size, max(2, size // 4), g) - 0.5)  # finer texture
         img = _draw_distractors(bg, rows, cols, {k: v[sl] for k, v in dis.items()})
         m = torch.zeros(b, 1, size, size)
+        for o in decoy:       # clutter first, drawn whatever draw_object says, and never evidence
+            img = torch.where(_object_mask(o, sl, rows, cols, kinds)[:, None], o["colour"][sl, :, None, None], img)
         for o in ctx + obj:   # context first: the object lies over it
             inside = _object_mask(o, sl, rows, cols, names)
             if mask_of == "evidence" or any(o is p for p in obj):
@@ -315,7 +333,8 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
         img = img + noise * torch.randn(img.shape, generator=g)
         xs.append(img.clamp(0, 1))
         masks.append(m)
-    return Data(torch.cat(xs), y, torch.cat(masks), classes)
+    meta = {"decoy_kinds": torch.stack([o["kind"] for o in decoy], 1)} if decoys else {}
+    return Data(torch.cat(xs), y, torch.cat(masks), classes, meta)
 
 
 # --------------------------------------------------------------------------------------------
