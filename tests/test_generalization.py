@@ -42,6 +42,20 @@ def test_conv_power_iteration_matches_dense_matrix(cfg, size):
     assert got == pytest.approx(exact, rel=1e-4)
 
 
+def test_power_iteration_runs_at_least_min_iter_steps():
+    # a tolerance that is met at once stops after one step, unless min_iter asks for more: then the result is
+    # exactly that of min_iter steps without early stopping (the register's GEN-8 asks for >= 200 iterations)
+    torch.manual_seed(2)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    size = (4, 7, 7)
+    one = G.conv_spectral_norm(conv, size, method="power", tol=1.0)
+    fixed = G.conv_spectral_norm(conv, size, method="power", n_iter=200, tol=0.0)
+    assert G.conv_spectral_norm(conv, size, method="power", tol=1.0, min_iter=200) == fixed != one
+    assert G.conv_spectral_norm(conv, size, method="power", n_iter=1, tol=0.0) == one
+    with pytest.raises(ValueError, match="min_iter"):
+        G.conv_spectral_norm(conv, size, method="power", n_iter=10, min_iter=11)
+
+
 def test_conv_fft_matches_dense_for_circular_padding():
     torch.manual_seed(1)
     for k, p in [(3, 1), (5, 2), (1, 0)]:

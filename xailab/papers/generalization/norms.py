@@ -90,12 +90,13 @@ def conv_dense_matrix(conv: nn.Conv2d, input_size) -> Tensor:
 
 
 def conv_spectral_norm(conv: nn.Conv2d, input_size, *, method: str = "auto", n_iter: int = 2000,
-                       tol: float = 1e-12, seed: int = 0) -> float:
+                       tol: float = 1e-12, min_iter: int = 0, seed: int = 0) -> float:
     """Spectral norm of a Conv2d layer as the linear operator it computes on ``input_size`` inputs
     (its padding, padding mode, stride, dilation and groups included; the bias is ignored).
 
     ``method``: ``"power"`` (power iteration on A^T A with conv / transposed conv, float64, until
-    the estimate changes by less than ``tol`` relatively), ``"fft"`` (exact for circular padding,
+    the estimate changes by less than ``tol`` relatively, after at least ``min_iter`` and at most ``n_iter``
+    iterations), ``"fft"`` (exact for circular padding,
     stride 1 and an output the size of the input: the operator is block-circulant, so its singular
     values are those of the ``C_out x C_in`` matrices of the kernel's 2-D DFT at each frequency,
     Sedghi et al. 2019), ``"dense"`` (SVD of :func:`conv_dense_matrix`; small layers only) or
@@ -118,19 +119,21 @@ def conv_spectral_norm(conv: nn.Conv2d, input_size, *, method: str = "auto", n_i
         return float(torch.linalg.matrix_norm(conv_dense_matrix(conv, (h, w)), ord=2))
     if method != "power":
         raise ValueError(f"method must be 'auto', 'power', 'fft' or 'dense', got {method!r}")
+    if not 0 <= min_iter <= n_iter:
+        raise ValueError(f"min_iter must be in [0, n_iter={n_iter}], got {min_iter}")
     A, AT = _conv_operator(conv, (h, w))
     g = seeded_generator(seed)
     v = torch.randn(1, conv.in_channels, h, w, generator=g, dtype=torch.float64)
     v /= v.norm()
     est = 0.0
-    for _ in range(n_iter):
+    for it in range(n_iter):
         u = AT(A(v))
         norm = u.norm()
         if norm == 0:
             return 0.0
         v = u / norm
         new = math.sqrt(float(norm))  # ||A^T A v|| -> sigma_max^2 for the converged unit v
-        if abs(new - est) <= tol * max(new, 1e-300):
+        if it + 1 >= min_iter and abs(new - est) <= tol * max(new, 1e-300):
             est = new
             break
         est = new
