@@ -25,6 +25,10 @@ Found on 2026-12-04 (2 cores; four gradient methods unless "ten"; gains are the 
   More training images (6 000) restore the flip rates (>= 0.92) and shrink the room (+0.019/+0.019 at radius
   0.16-0.22, +0.032/+0.020 at 0.18-0.24). Guided backprop and guided Grad-CAM gain nothing in any regime
   (their maps hardly depend on the class unit).
+- With every premise met and ten methods (4 500 images, 20 epochs, seeds 0-2; flip rates of designs 2-4 at
+  least 0.93, clean accuracy at least 0.98, dense AUC 0.88-0.91, near the paper's 0.91): radius 0.16-0.22
+  +0.018, +0.019, +0.012; radius 0.18-0.24 +0.022, +0.026, +0.016. A second block in the last stage
+  (+0.024/+0.018, seeds 0, 1) or width 32 (+0.021, seed 0) does not change that.
 
 No regime tried reaches the register's 0.042 with its flip-rate premise met; the next candidates are in the
 closing note of 2026-12-04.
