@@ -367,19 +367,25 @@ def test_shapes_decoys_are_class_independent_clutter_outside_the_mask():
     plain, cluttered = D.shapes(200, **kw), D.shapes(200, **kw, decoys=3)
     assert torch.equal(plain.x, D.shapes(200, **kw, decoys=0).x)          # decoys=0: the images of before
     assert torch.equal(plain.y, cluttered.y) and torch.equal(plain.mask, cluttered.mask)  # labels and evidence kept
-    # decoys change pixels outside the object (the mask) and leave the object itself drawn on top, uncovered
-    bare = D.shapes(200, **kw, decoys=3, draw_object=False)                # the same images without the object
+    # the object lies over the decoys: its pixels (flat colour here) are those of the image without decoys
     inside = cluttered.mask.bool().expand_as(cluttered.x)
-    assert torch.equal(bare.x[~inside], cluttered.x[~inside])             # decoys drawn whatever draw_object says
-    assert not torch.equal(bare.x[inside], cluttered.x[inside])
-    background = D.shapes(200, **kw, decoys=3, draw_object=False, decoy_scale=(0.1, 0.16))
-    assert torch.equal(background.x, bare.x)
+    assert torch.equal(plain.x[inside], cluttered.x[inside])
+    # decoys are drawn whatever draw_object says: on a flat background every pixel off 0.3 is a decoy's
+    flat = dict(kw, background=(0.3, 0.3), draw_object=False)
+    assert (D.shapes(200, **flat).x == 0.3).all()
+    covered = (D.shapes(200, **flat, decoys=3).x != 0.3).any(1)
+    assert 0.02 < covered.float().mean() < 0.5 and covered.flatten(1).any(1).all()   # clutter in every image
+    bare = D.shapes(200, **kw, decoys=3, draw_object=False)              # the same images without the object
+    assert torch.equal(bare.x[~inside], cluttered.x[~inside])
     # clutter, not evidence: decoy kinds are drawn independently of the class, every kind in every class
     kinds = cluttered.meta["decoy_kinds"]
     assert kinds.shape == (200, 3) and "decoy_kinds" not in plain.meta
     counts = torch.stack([torch.bincount(kinds[cluttered.y == c].flatten(), minlength=4) for c in range(4)]).float()
     assert (counts > 0).all() and (counts / counts.sum(1, keepdim=True) - 0.25).abs().max() < 0.12
+    assert (D.shapes(50, **kw, decoys=2, decoy_kinds=[1]).meta["decoy_kinds"] == 1).all()
     with pytest.raises(ValueError, match="decoys"):
         D.shapes(4, decoys=-1)
     with pytest.raises(ValueError, match="decoy_scale"):
         D.shapes(4, decoys=1, decoy_scale=(0.3, 0.2))
+    with pytest.raises(ValueError, match="decoy_kinds"):
+        D.shapes(4, decoys=1, decoy_kinds=[4])

@@ -243,10 +243,11 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
     either way.
 
     ``decoys``: how many small shapes (radius ``decoy_scale`` x ``size``) of a random kind among the classes'
-    kinds (or among ``decoy_kinds``, class indices), in a random colour, every image carries whatever its class, under the context and the object and never
-    in the mask: class-independent clutter that partly looks like every class, as a real scene holds things that
-    resemble other classes; their kinds are in ``meta["decoy_kinds"]`` ``(N, decoys)``. With ``decoys=0``
-    (default) nothing is drawn for them and the images are those of earlier versions.
+    kinds (or among ``decoy_kinds``, class indices), in a random colour, every image carries whatever its
+    class, under the context and the object and never in the mask: class-independent clutter that partly looks
+    like a class, as a real scene holds things that resemble other classes; their kinds are in
+    ``meta["decoy_kinds"]`` ``(N, decoys)``. With ``decoys=0`` (default) nothing is drawn for them and the
+    images are those of earlier versions.
 
     ``mask`` is exactly the objects' pixels: they are drawn last and opaque, so no pixel outside
     the mask depends on them. ``draw_object=False`` gives the same images (same random draws)
