@@ -69,6 +69,49 @@ def test_markdown_quotes_no_measurement_of_a_run(path):
             assert not typed, f"{path.name} markdown cell {i} types what looks like a measurement: {typed}"
 
 
+def _code_lines(markdown: str) -> list[str]:
+    """Lines of a markdown cell, outside fenced blocks, that are Python statements of the kinds a code cell
+    holds (imports, assignments, calls): prose and formulas do not parse as those."""
+    found, fenced = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        try:
+            tree = ast.parse(line.strip())
+        except SyntaxError:
+            continue
+        if not fenced and tree.body and all(isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign))
+                                            or isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                                            for node in tree.body):
+            found.append(line)
+    return found
+
+
+def test_code_line_detector():
+    assert _code_lines("import torch\nx_rand, y_rand = xe[:64], ye[:64]\nprint(1)") == [
+        "import torch", "x_rand, y_rand = xe[:64], ye[:64]", "print(1)"]
+    assert _code_lines("The sum is smallest at σ = 1.6.\n```python\nimport torch\n```\n$f(x) = w x + b$") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_structure_is_intact(path):
+    # a cell edited by script can land in the wrong place: a section heading overwritten by code that then never
+    # runs, or a cell's text repeated; numbered sections must run 1, 2, 3 ... without a gap or a repeat
+    cells = _cells(path)
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] == "markdown":
+            code = _code_lines("".join(cell["source"]))
+            assert len(code) < 2, f"{path.name} markdown cell {i} holds code: {code[:2]}"
+    sources = ["".join(c["source"]).strip() for c in cells]
+    for i, text in enumerate(sources):
+        if len(text) > 80:
+            assert text not in sources[i + 1:], f"{path.name} cell {i} is repeated later: {text[:60]!r}"
+    numbers = [int(m.group(1)) for text, c in zip(sources, cells) if c["cell_type"] == "markdown"
+               for m in re.finditer(r"^## (\d+) · ", text, re.MULTILINE)]
+    assert numbers == list(range(1, len(numbers) + 1)), f"{path.name}: numbered sections {numbers}"
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_quick_mode(path, tmp_path):
