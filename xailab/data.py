@@ -208,6 +208,13 @@ def _object_mask(o: dict, sl: slice, rows: Tensor, cols: Tensor, names) -> Tenso
     return inside
 
 
+def _check_small_objects(count_name: str, count: int, scale_name: str, scale: tuple[float, float]) -> None:
+    """The one check of shapes' extra small objects (context, decoys): a count >= 0 and a radius range in (0, 0.5]."""
+    if count < 0 or not 0 < scale[0] <= scale[1] <= 0.5:
+        raise ValueError(f"{count_name} must be >= 0 and {scale_name} (low, high) with 0 < low <= high <= 0.5, "
+                         f"got {count}, {scale}")
+
+
 def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise: float = 0.06,
            distractors: int = 2, scale: tuple[float, float] = (0.22, 0.35), rotation: float = 10.0,
            background: tuple[float, float] = (0.1, 0.5), texture: float = 0.15,
@@ -269,12 +276,8 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
         raise ValueError(f"mask_of must be 'evidence' or 'object', got {mask_of!r}")
     if decoy_kinds is not None and (not len(decoy_kinds) or any(not 0 <= int(k) < num_classes for k in decoy_kinds)):
         raise ValueError(f"decoy_kinds must be class indices in [0, {num_classes - 1}], got {decoy_kinds!r}")
-    if decoys < 0 or not 0 < decoy_scale[0] <= decoy_scale[1] <= 0.5:
-        raise ValueError(f"decoys must be >= 0 and decoy_scale (low, high) with 0 < low <= high <= 0.5, "
-                         f"got {decoys}, {decoy_scale}")
-    if context < 0 or not 0 < context_scale[0] <= context_scale[1] <= 0.5:
-        raise ValueError(f"context must be >= 0 and context_scale (low, high) with 0 < low <= high <= 0.5, "
-                         f"got {context}, {context_scale}")
+    _check_small_objects("decoys", decoys, "decoy_scale", decoy_scale)
+    _check_small_objects("context", context, "context_scale", context_scale)
     objects = int(check_positive("objects", objects, integer=True))
     lo, hi = scale
     if not 0 < lo <= hi <= 0.5:
