@@ -318,7 +318,7 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
     hues = [_HUE_NAMES[round(12 * k / num_classes) % 12] for k in range(num_classes)]
     classes = {"kind": kinds, "colour": tuple(hues), "both": tuple(f"{h} {k}" for h, k in zip(hues, kinds))}[cue]
     rows, cols = _grid(size)
-    xs, masks = [], []
+    x, mask = torch.empty(n, 3, size, size), torch.empty(n, 1, size, size)  # filled chunk by chunk: no copy at the end
     for s in range(0, n, _CHUNK):  # chunks keep the working set in cache (and the draws fixed)
         sl = slice(s, min(n, s + _CHUNK))
         b = sl.stop - sl.start
@@ -335,10 +335,9 @@ def shapes(n: int, size: int = 32, seed: int = 0, *, num_classes: int = 4, noise
             if draw_object:
                 img = torch.where(inside[:, None], o["colour"][sl, :, None, None], img)
         img = img + noise * torch.randn(img.shape, generator=g)
-        xs.append(img.clamp(0, 1))
-        masks.append(m)
+        x[sl], mask[sl] = img.clamp(0, 1), m
     meta = {"decoy_kinds": torch.stack([o["kind"] for o in decoy], 1)} if decoys else {}
-    return Data(torch.cat(xs), y, torch.cat(masks), classes, meta)
+    return Data(x, y, mask, classes, meta)
 
 
 # --------------------------------------------------------------------------------------------
