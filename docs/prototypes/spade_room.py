@@ -30,8 +30,22 @@ Found on 2026-12-04 (2 cores; four gradient methods unless "ten"; gains are the 
   +0.018, +0.019, +0.012; radius 0.18-0.24 +0.022, +0.026, +0.016. A second block in the last stage
   (+0.024/+0.018, seeds 0, 1) or width 32 (+0.021, seed 0) does not change that.
 
-No regime tried reaches the register's 0.042 with its flip-rate premise met; the next candidates are in the
-closing note of 2026-12-04.
+Up to here no regime reached the register's 0.042 with its flip-rate premise met. Then a stronger blend of the
+trigger (4 500 images, 20 epochs, three class-T decoys; four methods unless "ten"; flip rates of designs 2-4):
+
+- opacity 0.7, decoy radius 0.18-0.24: +0.031, +0.040, +0.029 at seeds 0-2 (flip rates at least 0.93, clean
+  accuracy 0.96-0.985); radius 0.20-0.26: +0.041 at seed 0, ten methods +0.034, +0.037 at seeds 0, 1.
+- **opacity 0.8, radius 0.18-0.24: +0.054 [+0.049, +0.060], +0.046 [+0.042, +0.051], +0.031 [+0.027, +0.035]
+  at seeds 0-2; ten methods at seed 0 +0.044 [+0.039, +0.048]**; flip rates at least 0.95, clean accuracy
+  0.965-0.985, dense AUC 0.83-0.90.
+- opacity 1.0: +0.042 [+0.036, +0.049], but the dense AUC falls to 0.78 (input x gradient and IG to 0.65-0.66).
+- four decoys at opacity 0.7: +0.044, with design 1 (a calibration design) flipping only 0.79.
+- all eight shape kinds as classes (6 000 images, radius 0.16-0.22): +0.005; the object facet carries 14 % of
+  the class unit on triggered images.
+
+Reading: unlike more training images, a stronger blend brings the trigger back without taking the room away. At
+opacity 0.8 the oracle reaches the paper's margin at some seeds and not at others, so the room is about as large
+as the paper's effect, no longer a fraction of it; 05's presets use this regime from 2026-12-04.
 """
 import json
 import os
