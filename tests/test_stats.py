@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from xailab.stats import Interval, boot_estimate, paired_bootstrap, paired_t, t_critical, t_interval
+from xailab.stats import (Interval, boot_estimate, paired_bootstrap, paired_t, standard_error, t_critical,
+                          t_interval)
 
 
 def test_t_critical_is_students_quantile_with_a_bonferroni_family():
@@ -18,6 +19,18 @@ def test_t_critical_is_students_quantile_with_a_bonferroni_family():
     assert t_critical(1) == math.inf                                  # one replicate: no spread to estimate
     with pytest.raises(ValueError, match="level"):
         t_critical(5, level=1.2)
+
+
+def test_standard_error_per_axis_matches_scipy():
+    assert standard_error([1.0, 2.0, 3.0, 4.0]) == pytest.approx(math.sqrt(5 / 3) / 2)
+    assert isinstance(standard_error([1.0, 2.0]), float)
+    rows = np.random.default_rng(0).normal(size=(6, 5))            # 6 replicates of 5 quantities
+    assert standard_error(rows) == pytest.approx(sps.sem(rows, axis=0))
+    assert standard_error(rows, axis=1) == pytest.approx(sps.sem(rows, axis=1))
+    assert standard_error([0.7]) == math.inf                        # one replicate: unknown, not zero
+    assert np.all(standard_error(rows[:1]) == math.inf) and standard_error(rows[:1]).shape == (5,)
+    with pytest.raises(ValueError, match="scalar"):
+        standard_error(3.0)
 
 
 def test_t_interval_on_known_numbers():

@@ -15,7 +15,7 @@ from scipy.stats import t as student_t
 
 from xailab.utils import check_finite, check_positive, seeded_generator
 
-__all__ = ["Interval", "paired_bootstrap", "paired_t", "t_critical", "t_interval"]
+__all__ = ["Interval", "paired_bootstrap", "paired_t", "standard_error", "t_critical", "t_interval"]
 
 
 class Interval(NamedTuple):
@@ -54,6 +54,21 @@ def _values(values, what: str) -> np.ndarray:
     return v
 
 
+def standard_error(values, axis: int = 0):
+    """The standard error of the mean of ``values`` along ``axis`` (one replicate per entry):
+    ``std(ddof=1) / √n``, infinite where fewer than two replicates make it unknown. A float for a 1-D
+    input, an array of the remaining axes otherwise."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 0:
+        raise ValueError("values must hold one entry per replicate, got a scalar")
+    n = v.shape[axis]
+    if n < 2:
+        se = np.full(np.delete(v.shape, axis), math.inf)
+    else:
+        se = v.std(axis=axis, ddof=1) / math.sqrt(n)
+    return float(se) if np.ndim(se) == 0 else se
+
+
 def t_critical(n: int, level: float = 0.95, family: int = 1) -> float:
     """The Student-t quantile of a two-sided ``level`` interval from ``n`` replicates (df = n − 1),
     Bonferroni-corrected over ``family`` comparisons (each taken at ``1 − (1 − level)/family``)."""
@@ -72,7 +87,7 @@ def t_interval(values: Sequence[float], *, level: float = 0.95, family: int = 1)
     if v.size == 0:
         raise ValueError("values must hold at least one replicate")
     mean = float(v.mean())
-    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.inf
+    se = standard_error(v)
     half = t_critical(v.size, level, family) * se if v.size > 1 else math.inf
     return Interval(mean, mean - half, mean + half, float(level), int(v.size))
 
@@ -168,7 +183,7 @@ class TEstimate(Estimate):
         v = _values(values, "values")
         if v.size == 0:
             raise ValueError("values must hold at least one replicate")
-        se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.inf
+        se = standard_error(v)
         return cls(float(v.mean()), se, v.size - 1, v.size)
 
     @classmethod
