@@ -43,13 +43,9 @@ leaves the retrained model more accurate. What ROAR-3 needs on synthetic data is
 retrained model cannot read (a fill it cannot see through, or rankings whose pattern carries no class), not
 noisier maps: the lever `roar_noise.py` screens is not the one that decides.
 """
-import json
-import os
 import sys
 import time
 
-import numpy as np
-import torch
 
 from xailab import data
 from xailab.attribution import reduce_channels
@@ -57,6 +53,8 @@ from xailab.metrics import saliency_auc
 from xailab.papers import roar as R
 from xailab.train import evaluate, fit
 from xailab.utils import derive_seed
+
+from _regimes import run   # docs/prototypes/_regimes.py: the shared command line
 
 DEFAULTS = {"ensemble": {"n_samples": 15, "sigma": 0.15}}                                      # 02's
 RECIPE = dict(epochs=6, lr=3e-3, batch_size=32, fit_options=dict(autocast=True, warmup=20, lr_schedule="cosine"))
@@ -83,8 +81,7 @@ def study(seed: int = 0, n_images: int = 2000, context: int = 4, retrains: int =
     maps = {part: R.relevance_maps(explained, d, list(RANKINGS), defaults=DEFAULTS, target="predicted", seed=seed,
                                    progress=False) for part, d in (("train", train), ("test", test))}
     rankings = {k: (maps["train"][k], maps["test"][k]) for k in RANKINGS}
-    g = torch.Generator().manual_seed(seed)
-    rankings["random"] = tuple(torch.rand(len(d), 1, 32, 32, generator=g) for d in (train, test))
+    rankings["random"] = R.premise_rankings(train, test, seed)["random"]
     seeds = [derive_seed(seed, "ROAR", "retrain", r) for r in range(retrains)]
     result = R.roar(cnn, train, test, rankings, fractions=FRACTIONS, seeds=seeds, variants=("roar",),
                     device="cpu", progress=False, fill=fill or "dataset_mean", fill_options=fill_options, **RECIPE)
@@ -102,12 +99,7 @@ def study(seed: int = 0, n_images: int = 2000, context: int = 4, retrains: int =
 
 
 def main(argv):
-    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
-    for name, overrides in (json.loads(argv[0]) if argv else DEFAULT):
-        overrides = dict(overrides)
-        for seed in overrides.pop("seeds", [0]):
-            print(json.dumps({"regime": name, **study(seed, **overrides)}), flush=True)
-
+    run(study, DEFAULT, argv)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

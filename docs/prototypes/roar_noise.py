@@ -38,13 +38,9 @@ ignore leaves its gradients clean. One change does make the base maps noisy: the
 (`cue="kind"`, hue random): gradient AUC 0.63-0.71, SmoothGrad² +0.10 to +0.13 at seeds 0-2 (`roar_leak.py`).
 But `roar_leak.py` also shows that the removal pattern, not the maps' noise, decides ROAR-3 on these data.
 """
-import json
-import os
 import sys
 import time
 
-import numpy as np
-import torch
 
 from xailab import data
 from xailab.attribution import reduce_channels
@@ -52,6 +48,8 @@ from xailab.metrics import saliency_auc
 from xailab.papers import roar as R
 from xailab.train import evaluate, fit
 from xailab.utils import derive_seed
+
+from _regimes import run   # docs/prototypes/_regimes.py: the shared command line
 
 BASES = ("gradient", "guided_backprop")
 ENSEMBLES = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -93,12 +91,7 @@ def screen(seed: int = 0, model: str = "cnn", model_options=None, recipe=None, n
 
 
 def main(argv):
-    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
-    for name, overrides in (json.loads(argv[0]) if argv else DEFAULT):
-        overrides = dict(overrides)
-        for seed in overrides.pop("seeds", [0]):
-            print(json.dumps({"regime": name, **screen(seed, **overrides)}), flush=True)
-
+    run(screen, DEFAULT, argv)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

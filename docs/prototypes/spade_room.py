@@ -47,16 +47,16 @@ Reading: unlike more training images, a stronger blend brings the trigger back w
 opacity 0.8 the oracle reaches the paper's margin at some seeds and not at others, so the room is about as large
 as the paper's effect, no longer a fraction of it; 05's presets use this regime from 2026-12-04.
 """
-import json
 import os
 import sys
 import time
 
 import numpy as np
-import torch
 
 from xailab.papers.spade import evaluate as ev
 from xailab.papers.spade import facets as fa
+
+from _regimes import run   # docs/prototypes/_regimes.py: the shared command line
 
 RESNET = dict(architecture="resnet", lr=0.05, fit_options=dict(optimiser="sgd", momentum=0.9, lr_schedule="cosine"))
 CPU_PRESET = dict(size=32, trigger_size=10, width=16, network_options=dict(blocks=(1, 1, 1)), n_train=3000,
@@ -94,13 +94,8 @@ def room(seed: int = 0, methods=None, **overrides) -> dict:
 
 
 def main(argv):
-    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     methods = dict(ev.PAPER_METHODS) if os.environ.get("ALL") else None
-    for name, overrides in (json.loads(argv[0]) if argv else DEFAULT):
-        overrides = dict(overrides)
-        for seed in overrides.pop("seeds", [0]):
-            print(json.dumps({"regime": name, **room(seed, methods, **overrides)}), flush=True)
-
+    run(lambda seed, **overrides: room(seed, methods, **overrides), DEFAULT, argv)
 
 if __name__ == "__main__":
     main(sys.argv[1:])
