@@ -94,9 +94,9 @@ def test_rows_premises_probes_and_quick_mode(tmp_path, monkeypatch):
     log = tmp_path / "claims.jsonl"
     monkeypatch.setenv(claims.LOG_ENV, str(log))
     claims.start(quick=False, seed=3, notebook="test")
-    row = claims.decide("SPADE-1", claims.over_images({"mean": np.full(64, 0.05) + np.linspace(-0.01, 0.01, 64)},
+    row = claims.decide("SPADE-1", claims.over_images({"mean": np.full(128, 0.05) + np.linspace(-0.01, 0.01, 128)},
                                                       id="SPADE-1"), probes={"oracle gain": 0.06})
-    assert row["verdict"] == REPRODUCED and row["threshold"] == {"Δ": 0.042} and row["replicates"] == 64
+    assert row["verdict"] == REPRODUCED and row["threshold"] == {"Δ": 0.042} and row["replicates"] == 128
     claims.premise("SPADE-7", {"mean dense AUC": 0.91})
     with pytest.raises(claims.PremiseFailed, match="SPADE-6"):
         claims.premise("SPADE-6", {"P(T) on clean class-T images": 0.5, "P(T) on triggered images": 0.95,
@@ -127,6 +127,23 @@ def test_image_bootstrap_shares_resamples_across_components_and_is_seeded():
     assert np.array_equal(one["x"].boot, two["x"].boot)
     with pytest.raises(ValueError, match="same images"):
         claims.over_images({"x": a, "y": a[:10]}, id="SPADE-2")
+
+
+def test_stratified_resamples_stay_inside_each_network_and_keep_its_weight():
+    claims.start(seed=3)
+    strata = np.repeat([0, 1], [64, 48])                         # two networks, unequal image counts
+    idx = claims.image_resamples(112, id="SPADE-1", n_boot=500, strata=strata)
+    assert idx.shape == (500, 112)
+    assert (strata[idx] == strata[None, :]).all()                # every slot draws from its own network
+    # a network-level shift never enters the spread: each resample holds 64 images of network 0 and 48 of network 1
+    v = np.where(strata == 0, 0.0, 1.0)
+    est = claims.over_images({"x": v}, id="SPADE-1", strata=strata)["x"]
+    assert np.allclose(est.boot, 48 / 112) and est.mean == pytest.approx(48 / 112)
+    # without strata the same call is the plain resample of every image (unchanged)
+    assert np.array_equal(claims.image_resamples(112, id="SPADE-1", n_boot=500),
+                          np.random.default_rng(claims.derive_seed(3, "SPADE-1", "bootstrap")).integers(0, 112, (500, 112)))
+    with pytest.raises(ValueError, match="one label per image"):
+        claims.image_resamples(112, id="SPADE-1", strata=strata[:10])
 
 
 def test_stop_unless_records_nothing_when_the_premise_holds_and_stops_when_it_fails(tmp_path, monkeypatch):

@@ -219,10 +219,22 @@ class BootEstimate(Estimate):
         return float(np.mean(self.boot <= c))
 
 
-def bootstrap_indices(n: int, n_boot: int = 10_000, seed: int = 0) -> np.ndarray:
-    """``(n_boot, n)`` resampled image indices (seeded): share them across the components of one claim."""
+def bootstrap_indices(n: int, n_boot: int = 10_000, seed: int = 0, strata=None) -> np.ndarray:
+    """``(n_boot, n)`` resampled image indices (seeded): share them across the components of one claim.
+
+    ``strata`` (one label per image, e.g. the network an image was explained on): each resample draws, within every
+    stratum, as many of its images as it holds, so every resample keeps each stratum's weight in the mean."""
     rng = np.random.default_rng(int(seed))
-    return rng.integers(0, int(n), size=(int(n_boot), int(n)))
+    if strata is None:
+        return rng.integers(0, int(n), size=(int(n_boot), int(n)))
+    labels = np.asarray(strata)
+    if labels.shape != (int(n),):
+        raise ValueError(f"strata must give one label per image ({n}), got shape {labels.shape}")
+    out = np.empty((int(n_boot), int(n)), dtype=np.int64)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        out[:, members] = members[rng.integers(0, members.size, size=(int(n_boot), members.size))]
+    return out
 
 
 def boot_estimate(values, indices: np.ndarray) -> BootEstimate:

@@ -85,20 +85,23 @@ def slope(x, y) -> TEstimate:
     return TEstimate.slope(x, y)
 
 
-def over_images(components: Mapping[str, object], *, id: str, n_boot: int = N_BOOT) -> dict[str, BootEstimate]:
+def over_images(components: Mapping[str, object], *, id: str, n_boot: int = N_BOOT,
+                strata=None) -> dict[str, BootEstimate]:
     """``{name: per-image values}`` (the same images, in the same order, for every component) -> paired
-    bootstrap estimates from one set of resampled images, seeded from the notebook's seed and ``id``."""
+    bootstrap estimates from one set of resampled images, seeded from the notebook's seed and ``id``;
+    ``strata`` (a label per image: the network it was explained on) resamples within each label."""
     sizes = {len(v) for v in components.values()}
     if len(sizes) != 1:
         raise ValueError(f"{id}: every component must pair up the same images, got sizes {sorted(sizes)}")
-    idx = image_resamples(sizes.pop(), id=id, n_boot=n_boot)
+    idx = image_resamples(sizes.pop(), id=id, n_boot=n_boot, strata=strata)
     return {name: boot_estimate(v, idx) for name, v in components.items()}
 
 
-def image_resamples(n: int, *, id: str, n_boot: int = N_BOOT) -> np.ndarray:
-    """The ``(n_boot, n)`` resampled image indices of claim ``id`` (seeded from the notebook's seed and ``id``),
-    for a statistic that is not a mean over images (recompute it on each resample, then :class:`BootEstimate`)."""
-    return bootstrap_indices(n, n_boot, derive_seed(_SESSION.seed, id, "bootstrap"))
+def image_resamples(n: int, *, id: str, n_boot: int = N_BOOT, strata=None) -> np.ndarray:
+    """The ``(n_boot, n)`` resampled image indices of claim ``id`` (seeded from the notebook's seed and ``id``;
+    within each label of ``strata`` when given), for a statistic that is not a mean over images (recompute it on
+    each resample, then :class:`BootEstimate`)."""
+    return bootstrap_indices(n, n_boot, derive_seed(_SESSION.seed, id, "bootstrap"), strata=strata)
 
 
 # ----------------------------------------------------------------------------------------------- recording
