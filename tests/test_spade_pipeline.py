@@ -22,8 +22,7 @@ def task():
 
 @pytest.fixture(scope="module")
 def replicate():
-    return pipe.replicate(TASK, seed=11, methods=METHODS, grid=GRID, fixed=FIXED, n_views=16, device="cpu",
-                          common=COMMON)
+    return pipe.replicate(TASK, seed=11, methods=METHODS, grid=GRID, fixed=FIXED, device="cpu", common=COMMON)
 
 
 def test_replicate_is_the_notebook_steps_on_a_network_of_its_seed(replicate, task):

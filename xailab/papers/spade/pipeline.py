@@ -129,18 +129,19 @@ def facet_premise(model, task, target: int, device) -> tuple[dict, torch.Tensor]
     return stats, trigger_facet
 
 
-def replicate(task_options: dict, *, seed: int, methods: dict, grid, fixed: float, n_views: int, device,
-              common: dict, bootstrap_seed: int = 0) -> Replicate:
+def replicate(task_options: dict, *, seed: int, methods: dict, grid, fixed: float, device, common: dict,
+              bootstrap_seed: int = 0) -> Replicate:
     """Train the trojaned network of ``task_options`` (:func:`evaluate.trojan_task`'s arguments but ``seed`` and
     ``device``) at ``seed`` and take it through the notebook's steps:
     layer plan (views of two calibration images), calibration over ``grid``, the evaluation schedules, the oracle
-    head's gain and SPADE-6's statistics. ``common``: the options of every batch of traces (its ``seed`` seeds the
-    views, as on the first network)."""
+    head's gain and SPADE-6's statistics. ``common``: the options of every batch of traces (its ``seed`` and
+    ``n_views`` give the views, as on the first network)."""
     task = ev.trojan_task(seed=seed, device=device, **task_options)
     model, target = task.model.to(device), task.target_class
     ex, emask = task.eval_x.to(device), task.eval_mask.to(device)
     premise, trigger_facet = facet_premise(model, task, target, device)
-    cond, schedule = layer_plan(model, task.calib_x.to(device), n_views=n_views, seed=common["seed"], device=device)
+    _, schedule = layer_plan(model, task.calib_x.to(device), n_views=common["n_views"], seed=common["seed"],
+                             device=device)
     dense = ev.dense_rows(model, ex, emask, target, methods, steps=common["steps"])
     oracle = fa.oracle_head(model, target, trigger_facet).to(device)
     oracle_rows = [{**r, "variant": "oracle"} for r in ev.dense_rows(oracle, ex, emask, target, methods,
