@@ -34,9 +34,11 @@ def test_replicate_is_the_notebook_steps_on_a_network_of_its_seed(replicate, tas
     evaluation = pipe.evaluate_schedules(model, task, task.eval_x, task.eval_mask, T, METHODS, dense, calibration,
                                          schedule, FIXED, **COMMON)
     assert replicate.overall == calibration.overall
+    assert replicate.undetermined == [n for n in schedule.names if n in schedule.dense]
     assert [(r["variant"], r["method"], r["sample"], r["auc"]) for r in replicate.rows] == \
            [(r["variant"], r["method"], r["sample"], r["auc"]) for r in evaluation.rows]
-    assert replicate.unit_sparsity == pytest.approx(np.mean([fa.class_unit_sparsity(t.model, T) for t in evaluation.kept]))
+    sparsity = [fa.class_unit_sparsity(t.model, T) for t in evaluation.kept]
+    assert replicate.unit_sparsity == pytest.approx(np.mean(sparsity))
     assert replicate.premise["smallest flip rate of a design"] == min(task.flip_rate[d] for d in (2, 3, 4))
 
 

@@ -111,7 +111,7 @@ class Replicate:
     overall: float
     unit_sparsity: float        # the class unit's sparsity in the traces at s*
     oracle: dict                # "gain" (mean AUC, oracle head − dense) and its "high" end
-    undetermined: list
+    undetermined: list          # the layers its views do not determine (left dense), in execution order
 
 
 def facet_premise(model, task, target: int, device) -> tuple[dict, torch.Tensor]:
@@ -155,4 +155,4 @@ def replicate(task_options: dict, *, seed: int, methods: dict, grid, fixed: floa
     return Replicate(seed, task.clean_accuracy, premise, evaluation.rows,
                      np.array([float(t.report.agrees_after_bn) for t in kept]), calibration.overall,
                      float(np.mean([fa.class_unit_sparsity(t.model, target) for t in kept])),
-                     {"gain": gain.mean, "high": gain.high}, list(schedule.dense))
+                     {"gain": gain.mean, "high": gain.high}, [n for n in schedule.names if n in schedule.dense])
