@@ -102,7 +102,8 @@ def evaluate_schedules(model, task, x, mask, target, methods: dict, dense: list,
 
 @dataclass
 class Replicate:
-    """One more network of the pooled SPADE claims, with what its claims and probes need."""
+    """One network of the pooled SPADE claims (the first, or one replicate() trained), with what its claims and probes
+    need."""
     seed: int
     clean_accuracy: float
     premise: dict               # SPADE-6's statistics on this network
