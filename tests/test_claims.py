@@ -94,9 +94,9 @@ def test_rows_premises_probes_and_quick_mode(tmp_path, monkeypatch):
     log = tmp_path / "claims.jsonl"
     monkeypatch.setenv(claims.LOG_ENV, str(log))
     claims.start(quick=False, seed=3, notebook="test")
-    row = claims.decide("SPADE-1", claims.over_images({"mean": np.full(128, 0.05) + np.linspace(-0.01, 0.01, 128)},
+    row = claims.decide("SPADE-1", claims.over_images({"mean": np.full(256, 0.05) + np.linspace(-0.01, 0.01, 256)},
                                                       id="SPADE-1"), probes={"oracle gain": 0.06})
-    assert row["verdict"] == REPRODUCED and row["threshold"] == {"Δ": 0.042} and row["replicates"] == 128
+    assert row["verdict"] == REPRODUCED and row["threshold"] == {"Δ": 0.042} and row["replicates"] == 256
     claims.premise("SPADE-7", {"mean dense AUC": 0.91})
     with pytest.raises(claims.PremiseFailed, match="SPADE-6"):
         claims.premise("SPADE-6", {"P(T) on clean class-T images": 0.5, "P(T) on triggered images": 0.95,
