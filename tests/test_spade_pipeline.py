@@ -1,6 +1,7 @@
 """papers.spade.pipeline: one network's evaluation, step by step and as a replicate, on a tiny trojaned ResNet."""
 import numpy as np
 import pytest
+import torch
 
 from xailab.papers.spade import evaluate as ev
 from xailab.papers.spade import facets as fa
@@ -13,16 +14,27 @@ TASK = dict(target_class=0, calib_designs=(0, 1), eval_designs=(2, 3, 4), n_cali
 METHODS = {m: ev.PAPER_METHODS[m] for m in ("gradient", "input_x_gradient")}
 COMMON = dict(n_views=16, seed=3, steps=8, device="cpu", progress=False, batch=4)
 GRID, FIXED = [0.5, 0.9], 0.99
+OPTIONS = dict(methods=METHODS, grid=GRID, fixed=FIXED, device="cpu", common=COMMON)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every network of this module is built with one thread, as each process of replicates()'s pool builds its
+    own: then a network built here and one built in the pool are the same to the last bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
-def task():
+def task(one_thread):
     return ev.trojan_task(seed=11, device="cpu", **TASK)
 
 
 @pytest.fixture(scope="module")
-def replicate():
-    return pipe.replicate(TASK, seed=11, methods=METHODS, grid=GRID, fixed=FIXED, device="cpu", common=COMMON)
+def replicate(one_thread):
+    return pipe.replicate(TASK, seed=11, **OPTIONS)
 
 
 def test_replicate_is_the_notebook_steps_on_a_network_of_its_seed(replicate, task):
@@ -70,3 +82,15 @@ def test_evaluation_budgets_and_the_calibrated_choice(task):
     spade = {(r["method"], r["sample"]): r["auc"] for r in evaluation.rows if r["variant"] == "spade"}
     star = {(r["method"], r["sample"]): r["auc"] for r in evaluation.rows if r["variant"] == "linear s*"}
     assert spade == star
+
+
+def test_replicates_in_a_process_pool_are_the_networks_built_here(replicate):
+    """Two networks side by side in two one-thread processes: in seed order, the first identical to the one built
+    here with one thread, the second another network."""
+    pooled = pipe.replicates(TASK, [11, 12], workers=2, **OPTIONS)
+    assert [r.seed for r in pooled] == [11, 12]
+    key = lambda r: [(row["variant"], row["method"], row["sample"], row["auc"], row["insertion"]) for row in r.rows]
+    assert key(pooled[0]) == key(replicate) and pooled[0].overall == replicate.overall
+    assert key(pooled[1]) != key(replicate)
+    with pytest.raises(ValueError, match="workers"):
+        pipe.replicates(TASK, [11], workers=0, **OPTIONS)

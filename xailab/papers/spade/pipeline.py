@@ -5,7 +5,8 @@ the same steps can be repeated on more networks (the pooled SPADE claims of docs
 2. :func:`calibrate_schedule`: traces of the calibration images over the sparsity grid, and the maxima chosen;
 3. :func:`evaluate_schedules`: traces of the evaluation images under every schedule the claims compare, and the
    Sparse-FC baseline;
-4. :func:`replicate`: a network trained at another seed, taken through 1-3 and the facet probes.
+4. :func:`replicate`: a network trained at another seed, taken through 1-3 and the facet probes;
+   :func:`replicates`: several of them, side by side in a process pool where there is one.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from xailab.papers.spade import evaluate as ev
 from xailab.papers.spade import facets as fa
 from xailab.papers.spade.trace import layer_conditioning
+from xailab.utils import check_positive, process_pool, resolve_device
 
 #: the variants of the evaluation rows besides "dense"
 VARIANTS = ("spade", "fixed", "linear s*", "constant", "sparse fc")
@@ -157,3 +159,18 @@ def replicate(task_options: dict, *, seed: int, methods: dict, grid, fixed: floa
                      np.array([float(t.report.agrees_after_bn) for t in kept]), calibration.overall,
                      float(np.mean([fa.class_unit_sparsity(t.model, target) for t in kept])),
                      {"gain": gain.mean, "high": gain.high}, [n for n in schedule.names if n in schedule.dense])
+
+
+def replicates(task_options: dict, seeds, *, workers: int = 1, **options) -> list[Replicate]:
+    """:func:`replicate` at each of ``seeds`` (``options``: its keyword arguments), in order. With ``workers`` > 1
+    on the CPU the networks are built side by side in that many processes of one thread each
+    (:func:`xailab.utils.process_pool`; small networks gain little from a second thread), without progress bars;
+    otherwise one after another in this process. The same networks either way: only the thread count's rounding
+    differs."""
+    seeds, workers = [int(s) for s in seeds], int(check_positive("workers", workers, integer=True))
+    if workers > 1 and len(seeds) > 1 and resolve_device(options.get("device", "cpu")).type == "cpu":
+        quiet = {**task_options, "progress": False}
+        with process_pool(min(workers, len(seeds))) as pool:
+            futures = [pool.submit(replicate, quiet, seed=s, **options) for s in seeds]
+            return [f.result() for f in futures]
+    return [replicate(task_options, seed=s, **options) for s in seeds]
