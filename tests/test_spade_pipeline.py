@@ -19,7 +19,7 @@ OPTIONS = dict(methods=METHODS, grid=GRID, fixed=FIXED, device="cpu", common=COM
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Every network of this module is built with one thread, as each process of replicates()'s pool builds its
+    """Every network of this module is built with one thread, as each process of Replicates' pool builds its
     own: then a network built here and one built in the pool are the same to the last bit."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -87,10 +87,13 @@ def test_evaluation_budgets_and_the_calibrated_choice(task):
 def test_replicates_in_a_process_pool_are_the_networks_built_here(replicate):
     """Two networks side by side in two one-thread processes: in seed order, the first identical to the one built
     here with one thread, the second another network."""
-    pooled = pipe.replicates(TASK, [11, 12], workers=2, **OPTIONS)
+    others = pipe.Replicates(TASK, [11, 12], workers=2, **OPTIONS)
+    assert others.parallel and others.processes == 2
+    pooled = others.results()
     assert [r.seed for r in pooled] == [11, 12]
     key = lambda r: [(row["variant"], row["method"], row["sample"], row["auc"], row["insertion"]) for row in r.rows]
     assert key(pooled[0]) == key(replicate) and pooled[0].overall == replicate.overall
     assert key(pooled[1]) != key(replicate)
+    assert not pipe.Replicates(TASK, [11], workers=2, **OPTIONS).parallel     # one network: no pool
     with pytest.raises(ValueError, match="workers"):
-        pipe.replicates(TASK, [11], workers=0, **OPTIONS)
+        pipe.Replicates(TASK, [11], workers=0, **OPTIONS)

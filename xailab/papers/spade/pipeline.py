@@ -6,7 +6,7 @@ the same steps can be repeated on more networks (the pooled SPADE claims of docs
 3. :func:`evaluate_schedules`: traces of the evaluation images under every schedule the claims compare, and the
    Sparse-FC baseline;
 4. :func:`replicate`: a network trained at another seed, taken through 1-3 and the facet probes;
-   :func:`replicates`: several of them, side by side in a process pool where there is one.
+   :class:`Replicates`: several of them, side by side in a process pool where there is one.
 """
 from __future__ import annotations
 
@@ -161,16 +161,38 @@ def replicate(task_options: dict, *, seed: int, methods: dict, grid, fixed: floa
                      {"gain": gain.mean, "high": gain.high}, [n for n in schedule.names if n in schedule.dense])
 
 
-def replicates(task_options: dict, seeds, *, workers: int = 1, **options) -> list[Replicate]:
-    """:func:`replicate` at each of ``seeds`` (``options``: its keyword arguments), in order. With ``workers`` > 1
-    on the CPU the networks are built side by side in that many processes of one thread each
-    (:func:`xailab.utils.process_pool`; small networks gain little from a second thread), without progress bars;
-    otherwise one after another in this process. The same networks either way: only the thread count's rounding
+class Replicates:
+    """:func:`replicate` at each of ``seeds`` (``options``: its keyword arguments), started when constructed.
+
+    With ``workers`` > 1 on the CPU the networks are built side by side in that many processes of one thread each
+    (:func:`xailab.utils.process_pool`; small networks gain little from a second thread), without progress bars,
+    while the caller goes on; :meth:`results` waits for them. Otherwise nothing runs until :meth:`results` builds
+    them one after another in this process. The same networks either way: only the thread count's rounding
     differs."""
-    seeds, workers = [int(s) for s in seeds], int(check_positive("workers", workers, integer=True))
-    if workers > 1 and len(seeds) > 1 and resolve_device(options.get("device", "cpu")).type == "cpu":
-        quiet = {**task_options, "progress": False}
-        with process_pool(min(workers, len(seeds))) as pool:
-            futures = [pool.submit(replicate, quiet, seed=s, **options) for s in seeds]
-            return [f.result() for f in futures]
-    return [replicate(task_options, seed=s, **options) for s in seeds]
+
+    def __init__(self, task_options: dict, seeds, *, workers: int = 1, **options):
+        self.seeds = [int(s) for s in seeds]
+        workers = int(check_positive("workers", workers, integer=True))
+        self.task_options, self.options = task_options, options
+        self.processes = min(workers, len(self.seeds))
+        self._pool, self._futures = None, []
+        if self.processes > 1 and resolve_device(options.get("device", "cpu")).type == "cpu":
+            quiet = {**task_options, "progress": False}
+            self._pool = process_pool(self.processes)
+            self._futures = [self._pool.submit(replicate, quiet, seed=s, **options) for s in self.seeds]
+        else:
+            self.processes = 0
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the networks are being built in other processes."""
+        return self._pool is not None
+
+    def results(self) -> list[Replicate]:
+        """The replicates in the order of ``seeds`` (waiting for the pool, or building them here)."""
+        if self._pool is None:
+            return [replicate(self.task_options, seed=s, **self.options) for s in self.seeds]
+        try:
+            return [f.result() for f in self._futures]
+        finally:
+            self._pool.shutdown(cancel_futures=True)
