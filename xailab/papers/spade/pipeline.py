@@ -177,9 +177,11 @@ class Replicates:
         self.processes = min(workers, len(self.seeds))
         self._pool, self._futures = None, []
         if self.processes > 1 and resolve_device(options.get("device", "cpu")).type == "cpu":
-            quiet = {**task_options, "progress": False}
+            # no progress bars from other processes: a notebook kernel cannot show them (it warns per update)
+            quiet = {**options, "common": {**options.get("common", {}), "progress": False}}
             self._pool = process_pool(self.processes)
-            self._futures = [self._pool.submit(replicate, quiet, seed=s, **options) for s in self.seeds]
+            self._futures = [self._pool.submit(replicate, {**task_options, "progress": False}, seed=s, **quiet)
+                             for s in self.seeds]
         else:
             self.processes = 0
 
