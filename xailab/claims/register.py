@@ -152,8 +152,9 @@ REGISTER: tuple[Entry, ...] = (
               {"largest deviation in standard errors": ("<=", 4.0)}),
     _claim("GEN-10", "Generalization", "SmoothGrad maps are more consistent than plain gradient maps",
            "04_generalization", "32-px shapes", "S", "pairs", 48, margin=GEN_MARGINS, family=2),
+    # GEN-11: 96 pairs (32 per size), doubled again under §1.5 (docs/deviations.md, 2026-12-05, third entry)
     _claim("GEN-11", "Generalization", "Grad-CAM maps grow more consistent with the training-set size",
-           "04_generalization", "32-px shapes", "S", "pairs", 48, margin=GEN_MARGINS, family=2),
+           "04_generalization", "32-px shapes", "S", "pairs", 96, margin=GEN_MARGINS, family=2),
     _claim("GEN-12", "Generalization", "starting from a network trained on more data makes maps more consistent",
            "04_generalization", "32-px shapes", "S", "splits", 24, margin=GEN_MARGINS, family=2),
     _claim("GEN-13", "Stability-fidelity", "the follow-up's trade-off: as σ grows, SmoothGrad becomes more stable "
