@@ -118,6 +118,23 @@ def test_rows_premises_probes_and_quick_mode(tmp_path, monkeypatch):
     assert claims.decide("SPADE-2", partial)["verdict"] == "not measured"
 
 
+def test_tables_show_every_metric_of_a_claim_beside_the_one_that_decided(tmp_path, monkeypatch):
+    monkeypatch.setenv(claims.LOG_ENV, str(tmp_path / "claims.jsonl"))
+    claims.start(quick=False, seed=0, notebook="test")
+    two = claims.decide("GEN-1", claims.over_replicates({"spearman": np.full(48, 0.01) + np.linspace(-1e-3, 1e-3, 48),
+                                                         "l2": np.linspace(-0.01, 0.012, 48)}))
+    text = claims.effect_text(two)   # l2 decided (equivalent to 0 within δ); spearman is shown beside it
+    assert two["component"] == "l2" and text.startswith("l2: ") and "contradicted" in text
+    assert "spearman: +0.01 [" in text and text.endswith("reproduced")
+    family = claims.decide("SPADE-2", claims.over_images({m: np.full(64, 0.01 * (m != "a")) + np.linspace(-0.02, 0.02, 64)
+                                                         for m in "abcdefghij"}, id="SPADE-2"))
+    assert claims.effect_text(family).endswith("of 10 components 1 inconclusive, 9 reproduced")
+    one = claims.decide("ATTR-5", claims.over_images({"g": np.linspace(0.2, 0.4, 64)}, id="ATTR-5"))
+    assert claims.effect_text(one) == f"{one['effect']:+.4g} [{one['interval'][0]:+.4g}, {one['interval'][1]:+.4g}]"
+    assert claims.effect_text({"effect": None}) == ""
+    assert text in claims.table()
+
+
 def test_image_bootstrap_shares_resamples_across_components_and_is_seeded():
     claims.start(seed=1)
     a = np.random.default_rng(0).normal(0.02, 0.05, 80)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Mapping
 
@@ -32,7 +33,7 @@ from xailab.stats import BootEstimate, Estimate, TEstimate, boot_estimate, boots
 from xailab.utils import derive_seed
 
 __all__ = ["CONTRADICTED", "FAILS", "HOLDS", "INCONCLUSIVE", "LOG_ENV", "NOTEBOOK_ENV", "NOT_MEASURED", "REGISTER",
-           "REPRODUCED", "VERDICTS", "Entry", "IdentityFailed", "PremiseFailed", "decide", "entry", "identity",
+           "REPRODUCED", "VERDICTS", "Entry", "IdentityFailed", "PremiseFailed", "decide", "effect_text", "entry", "identity",
            "not_measured", "over_images", "over_replicates", "premise", "probe", "rows", "slope", "start",
            "stop_unless", "table"]
 
@@ -137,6 +138,31 @@ def _fmt(v) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return str(v)
+
+
+def effect_text(row: Mapping) -> str:
+    """A row's effect and interval as the tables show them. A claim of several components (two metrics, a family)
+    names the component shown, the one that decided, and gives the others beside it with their outcomes; a family
+    of more than four components gives its outcomes counted."""
+    if row.get("effect") is None:
+        return ""
+    def span(mean, iv):
+        return f"{mean:+.4g} [{iv[0]:+.4g}, {iv[1]:+.4g}]"
+
+    def ci(c):   # at the row's own level (CI90 for forms N and E)
+        return c["ci90"] if row.get("level") == 0.90 else c["ci95"]
+
+    comps = row.get("components") or []
+    if len(comps) < 2:
+        return span(row["effect"], row["interval"])
+    shown = next(c for c in comps if c["name"] == row["component"])
+    others = [c for c in comps if c is not shown]
+    if len(comps) <= 4:
+        rest = "; ".join(f"{c['name']}: {span(c['effect'], ci(c))} {c['outcome']}" for c in others)
+    else:
+        counts = Counter(c["outcome"] for c in comps)
+        rest = f"of {len(comps)} components " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+    return f"{shown['name']}: {span(row['effect'], row['interval'])} {shown['outcome']}; {rest}"
 
 
 def _print(row: dict) -> None:
@@ -259,8 +285,7 @@ def table() -> str:
 
     out = []
     for r in rows():
-        effect = "" if r.get("effect") is None else f"{r['effect']:+.4g} [{r['interval'][0]:+.4g}, {r['interval'][1]:+.4g}]"
-        out.append([r["id"], r["claim"], r["verdict"], effect,
+        out.append([r["id"], r["claim"], r["verdict"], effect_text(r),
                     ", ".join(f"{k} {_fmt(v)}" for k, v in (r.get("threshold") or {}).items()),
                     "" if r.get("replicates") is None else r["replicates"], r.get("note", "")])
     return markdown_table(["id", "statement", "verdict", "effect [interval]", "threshold", "replicates", "note"], out,

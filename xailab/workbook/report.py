@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from xailab.claims import NOT_MEASURED, REGISTER, VERDICTS
+from xailab.claims import NOT_MEASURED, REGISTER, VERDICTS, effect_text
 from xailab.utils import write_atomic
 
 KEY_FIGURE_TAG = "key-figure"
@@ -81,7 +81,7 @@ def _fmt(v) -> str:
 
 
 def _cells(r: dict) -> list[str]:
-    effect = "" if r.get("effect") is None else f"{_fmt(r['effect'])} {_fmt(r['interval'])}"
+    effect = effect_text(r)
     stats = "; ".join(f"{k}: {_fmt(v)}" for k, v in (r.get("statistics") or {}).items())
     probes = "; ".join(f"{k}: {_fmt(v)}" for k, v in (r.get("probes") or {}).items())
     return [r["id"], r["claim"], r.get("setting", ""), r["verdict"], effect or stats, _fmt(r.get("threshold")),
