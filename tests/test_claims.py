@@ -126,8 +126,9 @@ def test_tables_show_every_metric_of_a_claim_beside_the_one_that_decided(tmp_pat
     text = claims.effect_text(two)   # l2 decided (equivalent to 0 within δ); spearman is shown beside it
     assert two["component"] == "l2" and text.startswith("l2: ") and "contradicted" in text
     assert "spearman: +0.01 [" in text and text.endswith("reproduced")
-    family = claims.decide("SPADE-2", claims.over_images({m: np.full(64, 0.01 * (m != "a")) + np.linspace(-0.02, 0.02, 64)
-                                                         for m in "abcdefghij"}, id="SPADE-2"))
+    spread = np.linspace(-0.02, 0.02, 64)   # method "a" has no gain, the nine others +0.01
+    family = claims.decide("SPADE-2", claims.over_images({m: spread + 0.01 * (m != "a") for m in "abcdefghij"},
+                                                         id="SPADE-2"))
     assert claims.effect_text(family).endswith("of 10 components 1 inconclusive, 9 reproduced")
     one = claims.decide("ATTR-5", claims.over_images({"g": np.linspace(0.2, 0.4, 64)}, id="ATTR-5"))
     assert claims.effect_text(one) == f"{one['effect']:+.4g} [{one['interval'][0]:+.4g}, {one['interval'][1]:+.4g}]"

@@ -33,8 +33,8 @@ from xailab.stats import BootEstimate, Estimate, TEstimate, boot_estimate, boots
 from xailab.utils import derive_seed
 
 __all__ = ["CONTRADICTED", "FAILS", "HOLDS", "INCONCLUSIVE", "LOG_ENV", "NOTEBOOK_ENV", "NOT_MEASURED", "REGISTER",
-           "REPRODUCED", "VERDICTS", "Entry", "IdentityFailed", "PremiseFailed", "decide", "effect_text", "entry", "identity",
-           "not_measured", "over_images", "over_replicates", "premise", "probe", "rows", "slope", "start",
+           "REPRODUCED", "VERDICTS", "Entry", "IdentityFailed", "PremiseFailed", "decide", "effect_text", "entry",
+           "identity", "not_measured", "over_images", "over_replicates", "premise", "probe", "rows", "slope", "start",
            "stop_unless", "table"]
 
 #: Environment variables the workbook runner sets for each notebook's kernel.
@@ -146,6 +146,7 @@ def effect_text(row: Mapping) -> str:
     of more than four components gives its outcomes counted."""
     if row.get("effect") is None:
         return ""
+
     def span(mean, iv):
         return f"{mean:+.4g} [{iv[0]:+.4g}, {iv[1]:+.4g}]"
 
