@@ -8,10 +8,15 @@ quote: absolute times depend on the machine and on its load. Both wall-clock and
 are reported; on a shared machine the CPU-time ratio is the steadier of the two.
 
     python bench/train_many.py [--threads 2] [--repeats 3] [--n 512]
+
+``--chunks`` measures instead the chunk budget of the fused strategy as 04 uses it: two worker processes at once
+(one thread each), each training K = 20 of 04's CNNs for 100 steps, with fused chunks of about 24 MB (the old
+budget) and of about 8 MB (xailab's), alternately; the median wall time of each and their ratio.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import time
 
@@ -69,6 +74,39 @@ def bench(kind: str, ks, repeats: int, n: int, epochs: int, batch_size: int) -> 
               f"   | CPU time: ratio {med[1] / medm[1]:.2f}x   (medians of {repeats})")
 
 
+def _chunk_worker(budget: int) -> None:
+    """One of the two workers of ``--chunks``: K = 20 of 04's CNNs, 100 steps, fused chunks of ``budget`` bytes."""
+    import xailab.train as train
+    from xailab.models import ModelFactory
+
+    torch.set_num_threads(1)
+    train._CHUNK_BYTES = budget
+    data, _ = _data("shapes", 20 * 256)
+    cnn = ModelFactory("cnn", in_channels=3, num_classes=4, width=8, depth=3, input_size=32, negative_slope=0.01)
+    fit_many(cnn, [data[i * 256:(i + 1) * 256] for i in range(20)], seeds=list(range(20)), steps=100, lr=4e-3,
+             batch_size=64, lr_schedule="cosine", warmup=10, autocast=True, device="cpu", progress=False)
+
+
+def bench_chunks(repeats: int) -> None:
+    budgets = {"24 MB (old)": 24 * 2 ** 20, "8 MB (xailab)": 8 * 2 ** 20}
+    times = {k: [] for k in budgets}
+    ctx = multiprocessing.get_context("spawn")
+    for _ in range(repeats):
+        for name, budget in budgets.items():
+            start = time.perf_counter()
+            workers = [ctx.Process(target=_chunk_worker, args=(budget,)) for _ in range(2)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            times[name].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    old, new = med.values()
+    print("two workers at once, each fit_many of K = 20 CNNs (04's), 100 steps: "
+          + ", ".join(f"{k} {v:.1f}s" for k, v in med.items()) + f"; ratio {old / new:.2f}x (medians of {repeats}, "
+          "wall time including each worker's start)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
@@ -77,7 +115,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--skip-digits", action="store_true")
+    ap.add_argument("--chunks", action="store_true", help="time the fused chunk budget instead (two workers at once)")
     args = ap.parse_args()
+    if args.chunks:
+        bench_chunks(args.repeats)
+        return
     torch.set_num_threads(args.threads)
     print(f"fit_many vs a sequential loop of fit, {args.threads} thread(s), torch {torch.__version__}")
     bench("shapes", (5, 10), args.repeats, args.n, args.epochs, args.batch_size)

@@ -148,6 +148,26 @@ def test_fit_many_chunks_large_activations(monkeypatch):
         assert torch.allclose(_flat(a), _flat(b), atol=1e-6)
 
 
+def test_fit_many_chunks_are_even_and_never_leave_one_model_alone(monkeypatch):
+    """Chunks split K models as evenly as the budget allows, each at least the budget's share (a lone model would run a
+    one-group convolution, another kernel), and training in such chunks gives the models of one fused block."""
+    import xailab.train as train
+
+    fn = lambda s: SmallCNN(in_channels=1, num_classes=2, width=4, input_size=8, seed=s)  # noqa: E731
+    size = train._largest_activation(fn(0), 16, (1, 8, 8))
+    monkeypatch.setattr(train, "_CHUNK_BYTES", 2 * size)   # a budget of two models
+    assert train._FusedChunks([fn(s) for s in range(7)], 16, (1, 8, 8)).sizes == [3, 2, 2]
+    assert train._FusedChunks([fn(s) for s in range(4)], 16, (1, 8, 8)).sizes == [2, 2]
+    assert train._FusedChunks([fn(0)], 16, (1, 8, 8)).sizes == [1]
+    data = bright_quadrant(48)
+    kw = dict(epochs=1, batch_size=16, progress=False, strategy="fused")
+    seeds = [0, 1, 2, 3]   # two chunks of two
+    chunked = fit_many(fn, data, seeds=seeds, **kw)
+    monkeypatch.setattr(train, "_CHUNK_BYTES", 2 ** 40)   # one block
+    for a, b in zip(fit_many(fn, data, seeds=seeds, **kw), chunked):
+        assert torch.allclose(_flat(a), _flat(b), atol=1e-6)
+
+
 def test_fit_many_trains_other_architectures_one_by_one():
     from xailab.models import SmallResNet
 
