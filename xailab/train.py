@@ -338,9 +338,9 @@ class _FusedLinear(nn.Module):
 class _Fused(nn.Module):
     """K models with the same plain chain of layers as one network.
 
-    Input ``(K, B, *sample_shape)`` (model k's batch at k), output logits ``(K, B, classes)``.
-    Image activations live as ``(B, K*C, H, W)`` in channels-last memory (oneDNN's grouped
-    convolutions and max-pooling are much faster in it), vectors as ``(K, B, F)``.
+    Input as :func:`_fused_input` builds it, output logits ``(K, B, classes)``. Image activations
+    live as ``(B, K*C, H, W)`` in channels-last memory (oneDNN's grouped convolutions and
+    max-pooling are much faster in it), vectors as ``(K, B, F)``.
     ``ReLU -> MaxPool`` is evaluated as ``MaxPool -> ReLU``: the same function (ReLU is monotone,
     so it commutes with max) and the same gradient (both route it to the window's arg-max when
     that is positive and give zero otherwise; only exactly tied positive maxima could differ), on
@@ -372,10 +372,7 @@ class _Fused(nn.Module):
         self.flatten_at = next((i for i, m in enumerate(chains[0]) if m is _FLATTEN), None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, b = x.shape[:2]
-        if x.ndim == 5:  # images: model k's channels become channel block k
-            x = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
-            x = x.contiguous(memory_format=torch.channels_last)
+        k, b = self.k, x.shape[0] if x.ndim == 4 else x.shape[1]
         ops, i = list(self.ops), 0
         while i < len(ops):
             op = ops[i]
@@ -421,12 +418,23 @@ class _FusedChunks(nn.Module):
         ends = list(itertools.accumulate(self.sizes))
         self.parts = nn.ModuleList([_Fused(models[end - n:end]) for n, end in zip(self.sizes, ends)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([part(xc) for part, xc in zip(self.parts, x.split(self.sizes))])
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """``xs``: model k's batch at k (images as ``(B, H, W, C)``); logits ``(K, B, classes)``."""
+        ends = itertools.accumulate(self.sizes)
+        return torch.cat([part(_fused_input(xs[end - n:end])) for part, n, end in zip(self.parts, self.sizes, ends)])
 
     def unfuse(self) -> None:
         for part in self.parts:
             part.unfuse()
+
+
+def _fused_input(xs: list[torch.Tensor]) -> torch.Tensor:
+    """The batches of K models as one fused network takes them, in one copy: images ``(B, H, W, C)`` each become
+    ``(B, K*C, H, W)`` in channels-last memory (model k's channels are block k), vectors ``(B, F)`` ``(K, B, F)``."""
+    if xs[0].ndim == 4:
+        b, h, w, c = xs[0].shape
+        return torch.stack(xs, dim=3).view(b, h, w, len(xs) * c).permute(0, 3, 1, 2)
+    return torch.stack(xs)
 
 
 def _largest_activation(model: nn.Module, batch_size: int, sample_shape: tuple) -> int:
@@ -449,7 +457,11 @@ def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_d
         m.to(dev).train()
     fused = _FusedChunks(models, batch_size, tuple(_check_data(datasets[0])[0].shape[1:])).to(dev).train()
     opt = _optimiser(list(fused.parameters()), optimiser, lr, momentum, weight_decay)
-    xs = [_check_data(d)[0] for d in datasets]
+    # images channels-last once, so that each batch is gathered and fused in one copy each; in bfloat16 when the
+    # first convolution casts them to it anyway (the same rounding, once instead of at every step)
+    xs = [_check_data(d)[0].to(dev) for d in datasets]
+    xs = [x.permute(0, 2, 3, 1).contiguous().to(torch.bfloat16 if autocast else x.dtype) if x.ndim == 4 else x
+          for x in xs]
     ys = [_check_data(d)[1] for d in datasets]
     gens = [seeded_generator(s) for s in seeds]
     n = len(ys[0])
@@ -463,10 +475,9 @@ def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_d
             if done == total:
                 break
             _set_lr(opt, lr, lr_schedule, done, total, warmup)
-            xb = torch.stack([x[i] for x, i in zip(xs, batch)]).to(dev)
             yb = torch.stack([y[i] for y, i in zip(ys, batch)]).to(dev)
             with _autocast(autocast, dev):
-                logits = fused(xb).float()  # (K, B, classes)
+                logits = fused([x[i.to(dev)] for x, i in zip(xs, batch)]).float()  # (K, B, classes)
             # sum over models of each model's mean loss: model k's gradient is its own
             loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="sum") / yb.shape[1]
             opt.zero_grad(set_to_none=True)
