@@ -11,7 +11,7 @@ are reported; on a shared machine the CPU-time ratio is the steadier of the two.
 
 ``--chunks`` measures instead the chunk budget of the fused strategy as 04 uses it: two worker processes at once
 (one thread each), each training K = 20 of 04's CNNs for 100 steps, with fused chunks of about 24 MB (the old
-budget) and of about 8 MB (xailab's), alternately; the median wall time of each and their ratio.
+budget) and of about 8 MB (xailab's), alternately; the median time per network and step of each, and their ratio.
 """
 from __future__ import annotations
 
@@ -74,8 +74,9 @@ def bench(kind: str, ks, repeats: int, n: int, epochs: int, batch_size: int) -> 
               f"   | CPU time: ratio {med[1] / medm[1]:.2f}x   (medians of {repeats})")
 
 
-def _chunk_worker(budget: int) -> None:
-    """One of the two workers of ``--chunks``: K = 20 of 04's CNNs, 100 steps, fused chunks of ``budget`` bytes."""
+def _chunk_worker(budget: int, times) -> None:
+    """One of the two workers of ``--chunks``: K = 20 of 04's CNNs, 100 steps, fused chunks of ``budget`` bytes;
+    puts the seconds fit_many took on ``times``."""
     import xailab.train as train
     from xailab.models import ModelFactory
 
@@ -83,28 +84,31 @@ def _chunk_worker(budget: int) -> None:
     train._CHUNK_BYTES = budget
     data, _ = _data("shapes", 20 * 256)
     cnn = ModelFactory("cnn", in_channels=3, num_classes=4, width=8, depth=3, input_size=32, negative_slope=0.01)
-    fit_many(cnn, [data[i * 256:(i + 1) * 256] for i in range(20)], seeds=list(range(20)), steps=100, lr=4e-3,
-             batch_size=64, lr_schedule="cosine", warmup=10, autocast=True, device="cpu", progress=False)
+    sets = [data[i * 256:(i + 1) * 256] for i in range(20)]
+    start = time.perf_counter()
+    fit_many(cnn, sets, seeds=list(range(20)), steps=100, lr=4e-3, batch_size=64, lr_schedule="cosine", warmup=10,
+             autocast=True, device="cpu", progress=False)
+    times.put(time.perf_counter() - start)
 
 
 def bench_chunks(repeats: int) -> None:
     budgets = {"24 MB (old)": 24 * 2 ** 20, "8 MB (xailab)": 8 * 2 ** 20}
-    times = {k: [] for k in budgets}
+    per_step = {k: [] for k in budgets}
     ctx = multiprocessing.get_context("spawn")
     for _ in range(repeats):
         for name, budget in budgets.items():
-            start = time.perf_counter()
-            workers = [ctx.Process(target=_chunk_worker, args=(budget,)) for _ in range(2)]
+            times = ctx.Queue()
+            workers = [ctx.Process(target=_chunk_worker, args=(budget, times)) for _ in range(2)]
             for w in workers:
                 w.start()
+            per_step[name] += [times.get() / (100 * 20) * 1e3 for _ in workers]   # ms per network-step
             for w in workers:
                 w.join()
-            times[name].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in per_step.items()}
     old, new = med.values()
-    print("two workers at once, each fit_many of K = 20 CNNs (04's), 100 steps: "
-          + ", ".join(f"{k} {v:.1f}s" for k, v in med.items()) + f"; ratio {old / new:.2f}x (medians of {repeats}, "
-          "wall time including each worker's start)")
+    print("two workers at once, each fit_many of K = 20 CNNs (04's) for 100 steps, ms per network-step: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in med.items()) + f"; ratio {old / new:.2f}x (medians over "
+          f"{repeats} runs of both workers)")
 
 
 def main() -> None:

@@ -437,6 +437,15 @@ def _fused_input(xs: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(xs)
 
 
+def _batch_layout(x: torch.Tensor, autocast: bool) -> torch.Tensor:
+    """A data set as the fused loop gathers its batches: images channels-last ``(N, H, W, C)``, so that a batch
+    is gathered and fused in one copy each, and in bfloat16 when the first convolution casts them to it anyway
+    (the same rounding, once instead of at every step); vectors as they are."""
+    if x.ndim != 4:
+        return x
+    return x.permute(0, 2, 3, 1).contiguous().to(torch.bfloat16 if autocast else x.dtype)
+
+
 def _largest_activation(model: nn.Module, batch_size: int, sample_shape: tuple) -> int:
     """Bytes of the largest activation of one model on a batch (measured with hooks on a
     meta-device copy: no memory, no computation)."""
@@ -457,11 +466,12 @@ def _train_together(models, datasets, seeds, *, epochs, lr, batch_size, weight_d
         m.to(dev).train()
     fused = _FusedChunks(models, batch_size, tuple(_check_data(datasets[0])[0].shape[1:])).to(dev).train()
     opt = _optimiser(list(fused.parameters()), optimiser, lr, momentum, weight_decay)
-    # images channels-last once, so that each batch is gathered and fused in one copy each; in bfloat16 when the
-    # first convolution casts them to it anyway (the same rounding, once instead of at every step)
-    xs = [_check_data(d)[0].to(dev) for d in datasets]
-    xs = [x.permute(0, 2, 3, 1).contiguous().to(torch.bfloat16 if autocast else x.dtype) if x.ndim == 4 else x
-          for x in xs]
+    laid_out, xs = {}, []   # each data set once, also when the models share it (datasets keeps the tensors alive)
+    for d in datasets:
+        x = _check_data(d)[0]
+        if id(x) not in laid_out:
+            laid_out[id(x)] = _batch_layout(x.to(dev), autocast)
+        xs.append(laid_out[id(x)])
     ys = [_check_data(d)[1] for d in datasets]
     gens = [seeded_generator(s) for s in seeds]
     n = len(ys[0])
