@@ -411,17 +411,16 @@ class _FusedChunks(nn.Module):
     def __init__(self, models: list[nn.Module], batch_size: int, sample_shape: tuple):
         super().__init__()
         size = _largest_activation(models[0], batch_size, sample_shape)
-        share = max(1, _CHUNK_BYTES // max(size, 1))
-        parts = max(1, len(models) // share)
         k = len(models)
+        parts = max(1, k // max(1, _CHUNK_BYTES // max(size, 1)))   # each chunk holds at least the budget's share
         self.sizes = [k // parts + (i < k % parts) for i in range(parts)]
         ends = list(itertools.accumulate(self.sizes))
-        self.parts = nn.ModuleList([_Fused(models[end - n:end]) for n, end in zip(self.sizes, ends)])
+        self.spans = [slice(end - n, end) for n, end in zip(self.sizes, ends)]   # the models of each chunk
+        self.parts = nn.ModuleList([_Fused(models[span]) for span in self.spans])
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """``xs``: model k's batch at k (images as ``(B, H, W, C)``); logits ``(K, B, classes)``."""
-        ends = itertools.accumulate(self.sizes)
-        return torch.cat([part(_fused_input(xs[end - n:end])) for part, n, end in zip(self.parts, self.sizes, ends)])
+        return torch.cat([part(_fused_input(xs[span])) for part, span in zip(self.parts, self.spans)])
 
     def unfuse(self) -> None:
         for part in self.parts:
