@@ -72,6 +72,20 @@ def test_families_need_every_component_and_contradict_after_holm():
         decide_claim(e, dict(good, c6=t(0.1, 0.01)), whole_family=False)               # never more than registered
 
 
+def test_spade2_over_four_networks_contradicts_only_past_holm_at_three_degrees_of_freedom():
+    e = entry("SPADE-2")                                 # S, δ none, k = 10, unit networks (deviation of 2026-12-05)
+    assert (e.unit, e.statistic, e.min_replicates) == ("networks", "t", 4)
+    gains = {m: claims.over_replicates({m: [0.010, 0.012, 0.008, 0.011]})[m] for m in "abcdefghi"}
+    assert decide_claim(e, dict(gains, j=TEstimate.of([0.01, -0.002, 0.004, -0.008])))[0] == INCONCLUSIVE
+    # a method below 0 on every network at t ≈ −5: resolved on its own, not after Holm over ten (needs t < −7.45)
+    verdict, comps, _ = decide_claim(e, dict(gains, j=t(-0.010, 0.002, n=4)))
+    assert comps[-1].outcome == CONTRADICTED and verdict == INCONCLUSIVE
+    assert decide_claim(e, dict(gains, j=t(-0.010, 0.001, n=4)))[0] == CONTRADICTED     # t = −10
+    assert decide_claim(e, dict(gains, j=t(0.010, 0.001, n=4)))[0] == REPRODUCED
+    three = {m: t(0.01, 0.001, n=3) for m in "abcdefghij"}
+    assert "under-powered" in decide_claim(e, three)[2]
+
+
 def test_under_powered_claims_are_inconclusive_whatever_they_show():
     verdict, _, note = decide_claim(entry("ROAR-1"), {b: t(0.0, 0.001, n=3) for b in "abc"})
     assert verdict == INCONCLUSIVE and "under-powered" in note
