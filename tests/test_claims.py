@@ -75,7 +75,7 @@ def test_families_need_every_component_and_contradict_after_holm():
 def test_spade2_over_four_networks_contradicts_only_past_holm_at_three_degrees_of_freedom():
     e = entry("SPADE-2")                                 # S, δ none, k = 10, unit networks (deviation of 2026-12-05)
     assert (e.unit, e.statistic, e.min_replicates) == ("networks", "t", 4)
-    gains = {m: claims.over_replicates({m: [0.010, 0.012, 0.008, 0.011]})[m] for m in "abcdefghi"}
+    gains = {m: TEstimate.of([0.010, 0.012, 0.008, 0.011]) for m in "abcdefghi"}
     assert decide_claim(e, dict(gains, j=TEstimate.of([0.01, -0.002, 0.004, -0.008])))[0] == INCONCLUSIVE
     # a method below 0 on every network at t ≈ −5: resolved on its own, not after Holm over ten (needs t < −7.45)
     verdict, comps, _ = decide_claim(e, dict(gains, j=t(-0.010, 0.002, n=4)))
